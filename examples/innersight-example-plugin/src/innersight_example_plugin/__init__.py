@@ -1,0 +1,1 @@
+"""An example third-party innersight plugin (see plugin.py)."""

@@ -1,0 +1,55 @@
+"""innersight: look inside trained neural networks, on Keras and PyTorch alike.
+
+    >>> import innersight as ins
+    >>> ex = ins.explain("saliency", model, x, target=3)
+    >>> ex.save("saliency.png")
+
+Importing innersight imports neither torch nor TensorFlow; a backend is loaded only when a model
+of its framework is wrapped.
+"""
+
+from __future__ import annotations
+
+from innersight.api import explain, layers, techniques, wrap
+from innersight.core import objectives
+from innersight.core.adapter import Capability, ForwardResult, LayerInfo, ModelAdapter
+from innersight.core.errors import (
+    BackendNotFoundError,
+    CapabilityError,
+    InnersightError,
+    InputError,
+    LayerNotFoundError,
+    ObjectiveError,
+    PluginConflictError,
+    PluginLoadError,
+    TechniqueNotFoundError,
+)
+from innersight.core.manager import get_plugin_manager
+from innersight.core.technique import Explanation, Technique
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendNotFoundError",
+    "Capability",
+    "CapabilityError",
+    "Explanation",
+    "ForwardResult",
+    "InnersightError",
+    "InputError",
+    "LayerInfo",
+    "LayerNotFoundError",
+    "ModelAdapter",
+    "ObjectiveError",
+    "PluginConflictError",
+    "PluginLoadError",
+    "Technique",
+    "TechniqueNotFoundError",
+    "__version__",
+    "explain",
+    "get_plugin_manager",
+    "layers",
+    "objectives",
+    "techniques",
+    "wrap",
+]

@@ -1,0 +1,240 @@
+"""Batch planning under a memory budget, and progress reporting, for long work.
+
+Perturbation and optimisation techniques run many forwards. They hand their work to
+:meth:`BatchPlanner.map`, which splits it into chunks that fit the memory budget and, with
+``batch_size="auto"``, picks the fastest chunk size by timing the first real chunks (no extra
+forwards are spent on probing) and remembers the answer per model and input shape. On CPUs
+bigger batches are not always faster, so no fixed size is right for every model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from innersight.core.errors import InputError
+
+__all__ = [
+    "BatchPlanner",
+    "Progress",
+    "ProgressArg",
+    "bytes_per_sample",
+    "default_budget",
+    "parse_bytes",
+]
+
+ProgressArg = Union[bool, None, Callable[[int, int], Any]]
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"512MB"`` -> 536870912; ints pass through."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise InputError(f"memory budget {text!r} is not a size; write e.g. 512MB or 2GB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def default_budget() -> int:
+    """``INNERSIGHT_MEMORY_BUDGET`` if set, else a quarter of free memory, between 256 MB and 2 GB."""
+    env = os.environ.get("INNERSIGHT_MEMORY_BUDGET")
+    if env:
+        return parse_bytes(env)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 4 * 2**30
+    return int(min(2 * 2**30, max(256 * 2**20, avail // 4)))
+
+
+def bytes_per_sample(
+    input_shape: Sequence[int | None] | None,
+    layer_shapes: Sequence[Sequence[int | None]] = (),
+    *,
+    grads: bool = False,
+) -> int:
+    """Rough float32 working set of one sample: input plus every layer output (x3 with grads)."""
+    def size(shape: Sequence[int | None] | None) -> int:
+        return int(np.prod([d or 1 for d in shape])) if shape else 1
+
+    total = size(input_shape) + sum(size(s) for s in layer_shapes)
+    return 4 * total * (3 if grads else 1)
+
+
+class BatchPlanner:
+    """Chunks work under a memory budget and learns the fastest batch size per model and shape.
+
+    Args:
+        budget_bytes: peak working-set budget for one chunk (default :func:`default_budget`).
+        max_batch: upper bound on any chunk.
+        candidates: chunk sizes tried by ``batch_size="auto"``.
+    """
+
+    _cache: OrderedDict[Hashable, int] = OrderedDict()
+    _cache_size = 256
+    _lock = threading.Lock()
+
+    def __init__(
+        self,
+        budget_bytes: int | None = None,
+        *,
+        max_batch: int = 64,
+        candidates: Sequence[int] = (8, 16, 32, 64),
+    ) -> None:
+        self.budget_bytes = default_budget() if budget_bytes is None else int(budget_bytes)
+        self.max_batch = int(max_batch)
+        self.candidates = tuple(int(c) for c in candidates)
+
+    def fit(self, per_sample: int) -> int:
+        """The largest batch whose working set stays within the budget (at least 1)."""
+        return int(max(1, min(self.max_batch, self.budget_bytes // max(1, per_sample))))
+
+    def map(
+        self,
+        fn: Callable[[int, int], np.ndarray],
+        total: int,
+        *,
+        per_sample: int,
+        batch_size: int | str = "auto",
+        key: Hashable = None,
+        progress: ProgressArg = None,
+        desc: str = "",
+    ) -> np.ndarray:
+        """Evaluate ``fn(start, stop)`` over ``range(total)`` in chunks; concatenate the results.
+
+        ``fn`` must return an array whose first axis has ``stop - start`` entries.
+        """
+        cap = self.fit(per_sample)
+        chosen = self._fixed_size(batch_size, cap)
+        if chosen is None:
+            chosen = self._lookup(key)
+        chosen = None if chosen is None else min(chosen, cap)
+        # Probe with real work: the first chunk warms up (tracing, allocation) untimed, then
+        # each candidate size is timed once and the fastest per item serves the rest.
+        trial = [] if chosen else [c for c in self.candidates if c <= cap] or [cap]
+        trial = trial[:1] + trial
+        timings: dict[int, float] = {}
+        results: list[np.ndarray] = []
+        start = 0
+        with Progress(total, desc, progress) as bar:
+            while start < total:
+                if chosen is None and not trial:
+                    chosen = min(timings, key=timings.__getitem__) if timings else cap
+                    self._store(key, chosen)
+                size = chosen if chosen is not None else trial.pop(0)
+                stop = min(total, start + size)
+                t0 = time.perf_counter()
+                out = np.asarray(fn(start, stop))
+                elapsed = time.perf_counter() - t0
+                if out.shape[:1] != (stop - start,):
+                    raise RuntimeError(f"batch function returned {out.shape} for {stop - start} items")
+                if chosen is None and results and stop - start == size:
+                    timings[size] = elapsed / size
+                results.append(out)
+                bar.update(stop - start)
+                start = stop
+        if chosen is None and timings:
+            self._store(key, min(timings, key=timings.__getitem__))
+        return np.concatenate(results, axis=0)
+
+    @staticmethod
+    def _fixed_size(batch_size: int | str, cap: int) -> int | None:
+        if batch_size == "auto":
+            return None
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+        return int(batch_size)
+
+    @classmethod
+    def _lookup(cls, key: Hashable) -> int | None:
+        if key is None:
+            return None
+        with cls._lock:
+            size = cls._cache.get(key)
+            if size is not None:
+                cls._cache.move_to_end(key)
+            return size
+
+    @classmethod
+    def _store(cls, key: Hashable, size: int) -> None:
+        if key is None:
+            return
+        with cls._lock:
+            cls._cache[key] = size
+            cls._cache.move_to_end(key)
+            while len(cls._cache) > cls._cache_size:
+                cls._cache.popitem(last=False)
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        with cls._lock:
+            cls._cache.clear()
+
+
+class Progress:
+    """A progress bar: tqdm on a terminal, silent otherwise, or a ``callback(done, total)``.
+
+    Args:
+        total: number of work items.
+        desc: label shown before the bar.
+        progress: ``None`` (bar only when stderr is a terminal), ``True``, ``False``, or a
+            callable receiving ``(done, total)`` after every chunk.
+    """
+
+    def __init__(self, total: int, desc: str = "", progress: ProgressArg = None) -> None:
+        self.total, self.desc, self.done = int(total), desc, 0
+        self._callback = progress if callable(progress) else None
+        show = sys.stderr.isatty() if progress is None else progress is True
+        self._bar: Any = None
+        if show:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.total, desc=desc or None, leave=False)
+            except ImportError:
+                self._bar = _TextBar(self.total, desc)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        if self._callback is not None:
+            self._callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _TextBar:
+    """Fallback bar on stderr when tqdm is not installed."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        frac = self.done / max(1, self.total)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r{self.desc} [{bar:<30}] {self.done}/{self.total}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")

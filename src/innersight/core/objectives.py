@@ -1,0 +1,152 @@
+"""Declarative objectives: data that every adapter evaluates in its own framework.
+
+An objective names a scalar per sample. Indices may be one int (the same for every sample) or one
+int per sample, so a batch of N different targets (N classes, N filters) is one gradient call.
+
+Semantics, identical on every backend (activations are channels-last):
+
+* ``Logit(index)``: ``outputs[i, index[i]]`` (with ``logits="auto"`` the pre-softmax score).
+* ``Channel(layer, index, crop=0)``: the mean of ``act[i, crop:H-crop, crop:W-crop, index[i]]`` for
+  a spatial layer (N, H, W, C); for a vector layer (N, D) it is ``act[i, index[i]]``.
+* ``Neuron(layer, index)``: one unit of the layer. ``index`` is a flat index into one sample's
+  channels-last activation (``act[i].reshape(-1)[index[i]]``), or an ``(h, w, c)`` tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from innersight.core.errors import ObjectiveError
+
+__all__ = ["Channel", "Logit", "Neuron", "Objective", "evaluate", "per_sample"]
+
+IndexLike = Union[int, Sequence[int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Logit:
+    """The model's score for a class (pre-activation when the adapter uses ``logits="auto"``)."""
+
+    index: IndexLike
+
+    @property
+    def layer(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Mean activation of one feature map (one channel) of ``layer``, border ``crop`` excluded."""
+
+    layer: str
+    index: IndexLike
+    crop: int = 0
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """One unit of ``layer``: flat channels-last index, or an ``(h, w, c)`` tuple."""
+
+    layer: str
+    index: IndexLike | tuple[int, int, int]
+
+
+Objective = Union[Logit, Channel, Neuron]
+
+
+def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
+    """Broadcast an int or a sequence of ints to an ``(n,)`` int64 array, validating it."""
+    if isinstance(index, (bool, np.bool_)):
+        raise ObjectiveError(f"{what} must be an int or one int per sample, got a bool ({index!r})")
+    arr = np.asarray(index)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == arr.round()):
+            arr = arr.astype(np.int64)
+        else:
+            raise ObjectiveError(
+                f"{what} must be an int or a sequence of ints, got {index!r} (dtype {arr.dtype})"
+            )
+    if arr.ndim == 0:
+        return np.full(n, int(arr), dtype=np.int64)
+    if arr.shape != (n,):
+        raise ObjectiveError(
+            f"{what} has {arr.size} entries for {n} samples; pass one int, or exactly one per sample"
+        )
+    return arr.astype(np.int64)
+
+
+def _check_range(idx: np.ndarray, size: int, what: str) -> None:
+    bad = idx[(idx < 0) | (idx >= size)]
+    if bad.size:
+        raise ObjectiveError(f"{what} {int(bad[0])} is out of range: valid values are 0..{size - 1}")
+
+
+def neuron_flat_index(objective: Neuron, sample_shape: tuple[int, ...], n: int) -> np.ndarray:
+    """Flat channels-last indices (n,) of a Neuron objective for activations of ``sample_shape``."""
+    index = objective.index
+    if isinstance(index, tuple) and len(index) == len(sample_shape) and len(index) > 1:
+        try:
+            flat = int(np.ravel_multi_index(tuple(int(i) for i in index), sample_shape))
+        except ValueError as err:
+            raise ObjectiveError(
+                f"neuron {index} is outside layer '{objective.layer}' of shape {sample_shape}"
+            ) from err
+        return np.full(n, flat, dtype=np.int64)
+    flat_idx = per_sample(index, n, what=f"neuron index of layer '{objective.layer}'")
+    _check_range(flat_idx, int(np.prod(sample_shape)), f"neuron index of layer '{objective.layer}'")
+    return flat_idx
+
+
+def channel_indices(objective: Channel, act_shape: tuple[int, ...]) -> np.ndarray:
+    """Validated per-sample channel indices for a Channel objective on activations ``act_shape``."""
+    n, channels = act_shape[0], act_shape[-1]
+    idx = per_sample(objective.index, n, what=f"channel of layer '{objective.layer}'")
+    _check_range(idx, channels, f"channel of layer '{objective.layer}'")
+    if len(act_shape) == 4:
+        crop = int(objective.crop)
+        if crop < 0 or 2 * crop >= min(act_shape[1], act_shape[2]):
+            raise ObjectiveError(
+                f"crop={objective.crop} leaves nothing of layer '{objective.layer}' "
+                f"({act_shape[1]}x{act_shape[2]}); use 0 <= crop <= {(min(act_shape[1:3]) - 1) // 2}"
+            )
+    elif len(act_shape) != 2:
+        raise ObjectiveError(
+            f"Channel needs a (N, H, W, C) or (N, D) layer; '{objective.layer}' gives {act_shape}"
+        )
+    return idx
+
+
+def evaluate(objective: Objective, outputs: np.ndarray, activations: dict[str, np.ndarray]) -> np.ndarray:
+    """Reference numpy evaluation of ``objective`` on channels-last arrays; returns ``(N,)``.
+
+    Adapters compute the same numbers in their own framework; this function is the
+    specification they are tested against.
+    """
+    if isinstance(objective, Logit):
+        n = outputs.shape[0]
+        idx = per_sample(objective.index, n, what="target")
+        flat = outputs.reshape(n, -1)
+        _check_range(idx, flat.shape[1], "target")
+        return flat[np.arange(n), idx]
+    act = activations[objective.layer]
+    n = act.shape[0]
+    if isinstance(objective, Channel):
+        idx = channel_indices(objective, act.shape)
+        if act.ndim == 2:
+            return act[np.arange(n), idx]
+        c = int(objective.crop)
+        region = act[:, c : act.shape[1] - c, c : act.shape[2] - c, :]
+        return region.mean(axis=(1, 2))[np.arange(n), idx]
+    if isinstance(objective, Neuron):
+        flat_idx = neuron_flat_index(objective, act.shape[1:], n)
+        return act.reshape(n, -1)[np.arange(n), flat_idx]
+    raise ObjectiveError(f"unknown objective {objective!r}; use Logit, Channel or Neuron")
+
+
+def layer_of(objective: Objective) -> str | None:
+    """The layer an objective reads, or None for output objectives."""
+    return None if isinstance(objective, Logit) else objective.layer

@@ -1,0 +1,178 @@
+"""Technique (what plugins implement) and Explanation (the one result type)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+import numpy as np
+
+from innersight.core.errors import InputError
+
+if TYPE_CHECKING:
+    from innersight.core.adapter import ModelAdapter
+
+__all__ = ["Explanation", "Technique", "Values"]
+
+Values = Union[np.ndarray, dict[str, np.ndarray]]
+KINDS = ("heatmap", "layer_grid", "image_set", "embedding")
+
+
+class Technique:
+    """Base class of every technique, built-in or third-party.
+
+    Subclasses set ``name`` (snake_case), ``summary`` and ``requires`` (capabilities) and
+    implement ``explain(model, inputs, *, ...)`` with keyword-only, typed, defaulted parameters:
+    the CLI and the report read them from the signature. ``model`` is a ModelAdapter and
+    ``inputs`` a validated float32 channels-last batch. Never import a framework here.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: False for techniques that create their inputs (filter/class maximization).
+    needs_inputs: ClassVar[bool] = True
+
+    def explain(self, model: ModelAdapter, inputs: np.ndarray, **params: Any) -> Explanation:
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """The keyword-only parameters of ``explain``, by name."""
+        sig = inspect.signature(self.explain)
+        return {
+            p.name: p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    def __repr__(self) -> str:
+        return f"<Technique {self.name!r}: {self.summary}>"
+
+
+@dataclass
+class Explanation:
+    """The result of a technique: raw values plus everything needed to reproduce them.
+
+    Attributes:
+        technique: name of the technique that produced it.
+        kind: picks the renderer: ``heatmap`` (N, H, W) or (N, H, W, C); ``layer_grid``
+            (a mapping layer -> (N, H, W, C)); ``image_set`` (K, H, W, C); ``embedding`` (N, 2).
+        values: raw numbers, never pre-normalised.
+        inputs: the (validated, copied) inputs, or None for techniques that generate images.
+        params: the parameters the technique ran with.
+        meta: backend, model, layer, target, seed, versions, timings, technique-specific facts.
+    """
+
+    technique: str
+    kind: str
+    values: Values
+    inputs: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        if isinstance(self.values, dict):
+            return len(next(iter(self.values.values()))) if self.values else 0
+        return int(np.shape(self.values)[0])
+
+    # -- rendering --------------------------------------------------------------------------
+    def to_image(self, **options: Any) -> np.ndarray:
+        """Render to an (H, W, 3) uint8 array with the renderer registered for ``kind``."""
+        from innersight.core.render import render
+
+        return render(self, **options)
+
+    def to_pil(self, **options: Any) -> Any:
+        """Render to a ``PIL.Image`` (needs Pillow: ``pip install innersight[viz]``)."""
+        from innersight.core.render import to_pil
+
+        return to_pil(self.to_image(**options))
+
+    def plot(self, ax: Any = None, **options: Any) -> Any:
+        """Show the rendering in a matplotlib Figure (returned) or on ``ax``."""
+        from innersight.core.render import plot
+
+        return plot(self, ax=ax, **options)
+
+    def _repr_png_(self) -> bytes:
+        from innersight.core.render import png_bytes
+
+        return png_bytes(self.to_image())
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path, **options: Any) -> Path:
+        """Write ``.png`` (rendered), ``.npz`` (raw values + JSON metadata) or ``.json``."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            from innersight.core.render import png_bytes
+
+            path.write_bytes(png_bytes(self.to_image(**options)))
+        elif suffix == ".npz":
+            arrays = _flatten_values(self.values)
+            if self.inputs is not None:
+                arrays["inputs"] = self.inputs
+            arrays["__meta__"] = np.frombuffer(self._header().encode(), dtype=np.uint8)
+            np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        elif suffix == ".json":
+            path.write_text(self._header(indent=2))
+        elif suffix == ".gif" and "frames" in self.meta:
+            from innersight.core.render import save_gif
+
+            save_gif(self, path, **options)
+        else:
+            raise InputError(f"cannot save {path.name!r}: use a .png, .npz or .json file name")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an Explanation written by ``save(... .npz)``."""
+        with np.load(Path(path), allow_pickle=False) as data:
+            header = json.loads(bytes(data["__meta__"]).decode())
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+        inputs = arrays.pop("inputs", None)
+        if "values" in arrays:
+            values: Values = arrays["values"]
+        else:
+            values = {k[len("values/") :]: v for k, v in arrays.items() if k.startswith("values/")}
+            values = {k: values[k] for k in header.get("value_keys", values)}
+        return cls(
+            technique=header["technique"],
+            kind=header["kind"],
+            values=values,
+            inputs=inputs,
+            params=header.get("params", {}),
+            meta=header.get("meta", {}),
+        )
+
+    def _header(self, indent: int | None = None) -> str:
+        head: dict[str, Any] = {"technique": self.technique, "kind": self.kind}
+        if isinstance(self.values, dict):
+            head["value_keys"] = list(self.values)
+        head["params"] = to_jsonable(self.params)
+        head["meta"] = to_jsonable({k: v for k, v in self.meta.items() if k != "frames"})
+        return json.dumps(head, indent=indent, sort_keys=False)
+
+
+def _flatten_values(values: Values) -> dict[str, np.ndarray]:
+    if isinstance(values, Mapping):
+        return {f"values/{k}": np.asarray(v) for k, v in values.items()}
+    return {"values": np.asarray(values)}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Numpy scalars and arrays to plain Python; anything else unknown to its repr."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist() if obj.size <= 10_000 else f"<array {obj.shape} {obj.dtype}>"
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)

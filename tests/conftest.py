@@ -1,0 +1,45 @@
+"""Shared fixtures: the same small conv net in numpy-reference, torch and Keras form.
+
+torch is imported before TensorFlow: the other order can crash on some builds.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pytest
+
+try:
+    import torch  # noqa: F401  (must come before tensorflow)
+except ImportError:  # pragma: no cover - torch is a dev dependency
+    torch = None
+
+from tests import models
+
+
+@pytest.fixture(scope="session")
+def small_weights() -> dict[str, np.ndarray]:
+    """Channels-last (Keras-layout) weights of the small conv net, fixed seed."""
+    return models.small_weights(seed=0)
+
+
+@pytest.fixture(scope="session")
+def torch_small(small_weights):
+    pytest.importorskip("torch")
+    return models.torch_small(small_weights)
+
+
+@pytest.fixture(scope="session")
+def keras_small(small_weights):
+    pytest.importorskip("keras")
+    return models.keras_small(small_weights)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    """Four 12x12x3 float32 images (channels last) in 0..1, fixed seed."""
+    return np.random.default_rng(1).random((4, 12, 12, 3), dtype=np.float32)
