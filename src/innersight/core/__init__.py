@@ -31,7 +31,7 @@ from innersight.core.errors import (
 from innersight.core.manager import get_plugin_manager
 from innersight.core.markers import hookimpl, hookspec
 from innersight.core.render import Renderer
-from innersight.core.technique import Explanation, Technique
+from innersight.core.technique import Explanation, Technique, resolve_target
 
 __all__ = [
     "BackendNotFoundError",
@@ -59,4 +59,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "objectives",
+    "resolve_target",
 ]

@@ -217,9 +217,10 @@ class InnersightPluginManager:
         for info, item in items:
             key = getattr(item, attr)
             if key in seen:
+                first, second = sorted([seen[key][0], info], key=lambda i: i.name)
                 raise PluginConflictError(
-                    f"{what} {key!r} is provided twice: by {seen[key][0]} and by {info}; "
-                    f"uninstall one, or disable it with INNERSIGHT_DISABLED_PLUGINS={info.name}"
+                    f"{what} {key!r} is provided twice: by {first} and by {second}; uninstall one, "
+                    f"or disable one with INNERSIGHT_DISABLED_PLUGINS={first.name} (or {second.name})"
                 )
             seen[key] = (info, item)
         return {k: v[1] for k, v in seen.items()}

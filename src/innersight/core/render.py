@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NORMALISATIONS",
+    "as_rgb",
+    "deprocess",
     "Renderer",
     "colorize",
     "normalise",
@@ -126,6 +128,26 @@ def upscale(img: np.ndarray, min_size: int) -> np.ndarray:
     """Nearest-neighbour upscaling by an integer factor so the short side is >= ``min_size``."""
     factor = max(1, -(-min_size // max(1, min(img.shape[:2]))))
     return np.asarray(img.repeat(factor, axis=0).repeat(factor, axis=1)) if factor > 1 else img
+
+
+def deprocess(images: np.ndarray) -> np.ndarray:
+    """Generated images (K, H, W, C) -> displayable uint8, the classic recipe per image:
+    centre, scale to std 0.1, shift to 0.5, clip to 0..1."""
+    x = np.asarray(images, dtype=np.float64)
+    axes = tuple(range(1, x.ndim))
+    x = x - x.mean(axis=axes, keepdims=True)
+    x = x / (x.std(axis=axes, keepdims=True) + 1e-5) * 0.1 + 0.5
+    return to_uint8(x)
+
+
+def as_rgb(images: np.ndarray) -> np.ndarray:
+    """(..., H, W, C) uint8 with C in {1, 3, 4, other} -> (..., H, W, 3): gray, RGB, or first channel."""
+    c = images.shape[-1]
+    if c == 3:
+        return images
+    if c == 4:
+        return images[..., :3]
+    return np.repeat(images[..., :1], 3, axis=-1)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

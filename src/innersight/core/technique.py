@@ -16,7 +16,7 @@ from innersight.core.errors import InputError
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
 
-__all__ = ["Explanation", "Technique", "Values"]
+__all__ = ["Explanation", "Technique", "Values", "resolve_target"]
 
 Values = Union[np.ndarray, dict[str, np.ndarray]]
 KINDS = ("heatmap", "layer_grid", "image_set", "embedding")
@@ -176,3 +176,16 @@ def to_jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return repr(obj)
+
+
+def resolve_target(model: ModelAdapter, inputs: np.ndarray, target: Any) -> np.ndarray:
+    """Per-sample target classes: the predicted class where ``target`` is None.
+
+    Accepts an int, one int per sample, or None. Range errors are raised by the adapter as
+    ObjectiveError when the objective is evaluated.
+    """
+    from innersight.core.objectives import per_sample
+
+    if target is None:
+        return np.asarray(model.predict_classes(inputs), dtype=np.int64)
+    return per_sample(target, len(inputs), what="target")

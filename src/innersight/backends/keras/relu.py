@@ -1,0 +1,172 @@
+"""Guided and deconvnet ReLU gradients without touching the user's model.
+
+How it works: in Keras 3 on TensorFlow every plain ReLU (``Conv2D(activation="relu")``,
+``Dense(activation="relu")``, ``keras.layers.ReLU()``, ``Activation("relu")``, ``keras.ops.relu``)
+ends in a ``tf.nn.relu`` op of type ``Relu`` (``Relu6`` for ``max_value=6``). Inside the adapter's
+``tf.function`` the forward pass runs under ``graph.gradient_override_map``, which tags every
+``Relu``/``Relu6`` op created there with a gradient function registered here once; the gradient
+is then taken with ``tf.gradients``, which honours the tag (``tf.GradientTape`` would not). The
+user's layers, activations and weights are never changed, not even temporarily: only the ops of
+the adapter's own traced graph carry the tag.
+
+* guided:  ``grad * (y > 0) * (grad > 0)`` (``relu6``: also ``y < 6``), Springenberg et al.
+* deconv:  ``relu(grad)``, the backward ReLU of Zeiler & Fergus' deconvnet.
+
+What cannot be covered is refused with a CapabilityError, never returned as plain gradients:
+leaky/parametric/thresholded ReLUs (layers, ``keras.activations.relu`` with ``negative_slope`` or
+``threshold``, ``LeakyRelu`` ops), and ReLUs inside nested TensorFlow functions or control flow,
+which the override map does not reach (e.g. ``SimpleRNN(activation="relu")``). After each trace
+the forward ops are checked: every ``Relu`` op must carry the override. A ReLU written by hand as
+``maximum(x, 0)`` in a Lambda layer cannot be told apart from other maxima and gets plain
+gradients; other activations (GELU, ELU, tanh, ...) keep their ordinary gradients, as in the
+papers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from innersight.core.errors import CapabilityError
+
+__all__ = ["check_forward_ops", "check_model_relus", "relu_override"]
+
+_OVERRIDES = {
+    "guided": {"Relu": "InnersightGuidedRelu", "Relu6": "InnersightGuidedRelu6"},
+    "deconv": {"Relu": "InnersightDeconvRelu", "Relu6": "InnersightDeconvRelu"},
+}
+_RELU_OPS = ("Relu", "Relu6")
+# Layer / operation / activation names (lower case, no "_") of ReLU variants with a slope or a
+# threshold: their gradient is not a ReLU's, and guided/deconv have no agreed meaning for them.
+_NOT_PLAIN = frozenset({"leakyrelu", "prelu", "thresholdedrelu", "crelu"})
+_CALL_OPS = frozenset(
+    {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf"}
+    | {"Case", "StatelessCase"}
+)
+
+
+def _guided(op: Any, grad: Any) -> Any:
+    return tf.where(op.outputs[0] > 0, tf.nn.relu(grad), tf.zeros_like(grad))
+
+
+def _guided6(op: Any, grad: Any) -> Any:
+    y = op.outputs[0]
+    return tf.where((y > 0) & (y < 6), tf.nn.relu(grad), tf.zeros_like(grad))
+
+
+def _deconv(op: Any, grad: Any) -> Any:
+    return tf.nn.relu(grad)
+
+
+def _register() -> None:
+    for name, fn in (
+        ("InnersightGuidedRelu", _guided),
+        ("InnersightGuidedRelu6", _guided6),
+        ("InnersightDeconvRelu", _deconv),
+    ):
+        # Already registered when the module is re-imported: TF's registry is process-wide.
+        with contextlib.suppress(KeyError):
+            tf.RegisterGradient(name)(fn)
+
+
+_register()
+
+
+@contextlib.contextmanager
+def relu_override(mode: str) -> Iterator[None]:
+    """Inside a tf.function trace: tag the ReLU ops created in the block for ``mode``.
+
+    On leaving the block the ops it created are checked (see :func:`check_forward_ops`), so a
+    ReLU the override did not reach raises instead of silently giving plain gradients.
+    """
+    if mode == "plain":
+        yield
+        return
+    graph = tf.compat.v1.get_default_graph()
+    start = len(graph.get_operations())
+    with graph.gradient_override_map(_OVERRIDES[mode]):
+        yield
+    check_forward_ops(graph, graph.get_operations()[start:], mode)
+
+
+# -- what cannot be covered -------------------------------------------------------------------
+def _relu_problem(name: str, obj: Any) -> str | None:
+    """Why ``obj`` (a layer, an operation or an activation function) is an unsupported ReLU."""
+    kind = name.lower().replace("_", "")
+    if kind in _NOT_PLAIN:
+        return f"{name} is not a plain ReLU"
+    if kind not in ("relu", "relu6"):
+        return None
+    slope = float(getattr(obj, "negative_slope", 0.0) or 0.0)
+    threshold = float(getattr(obj, "threshold", 0.0) or 0.0)
+    if slope or threshold:
+        return f"{name} has negative_slope={slope}, threshold={threshold}"
+    return None
+
+
+def _activation_problem(fn: Any) -> str | None:
+    if isinstance(fn, functools.partial):
+        kw = dict(fn.keywords)
+        base = getattr(fn.func, "__name__", "")
+        if base == "relu" and (kw.get("negative_slope", 0) or kw.get("threshold", 0)):
+            return f"activation relu({', '.join(f'{k}={v}' for k, v in kw.items())})"
+        return _relu_problem(base, fn)
+    return _relu_problem(getattr(fn, "__name__", ""), fn)
+
+
+def _operations(model: Any) -> Iterator[Any]:
+    """Every layer and operation of a functional graph, nested models included."""
+    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is not None:
+        model = model._functional
+    ops: Any = getattr(model, "_operations", None) or getattr(model, "layers", ())
+    for op in ops:
+        yield op
+        if isinstance(op, keras.Model):
+            yield from _operations(op)
+
+
+def check_model_relus(model: Any, mode: str) -> None:
+    """CapabilityError when ``model`` (a sub-model) holds a ReLU form ``mode`` cannot cover."""
+    if mode == "plain":
+        return
+    for op in _operations(model):
+        problem = _relu_problem(type(op).__name__, op)
+        if problem is None and callable(getattr(op, "activation", None)):
+            problem = _activation_problem(op.activation)
+        if problem is not None:
+            _refuse(mode, f"{getattr(op, 'name', op)!r}: {problem}")
+
+
+def check_forward_ops(graph: Any, ops: Sequence[Any], mode: str) -> None:
+    """Every ReLU op of a traced forward must carry the override; none may hide in a function."""
+    expected = _OVERRIDES[mode]
+    if any(op.type in _CALL_OPS for op in ops) and _nested_relu(graph):
+        _refuse(mode, "a ReLU runs inside a nested function or control flow (e.g. an RNN)")
+    for op in ops:
+        if op.type in _RELU_OPS:
+            try:
+                tag = op.get_attr("_gradient_op_type").decode()
+            except ValueError:
+                tag = ""
+            if tag != expected[op.type]:
+                _refuse(mode, f"op {op.name!r} was created outside the override")
+        elif op.type == "LeakyRelu":
+            _refuse(mode, f"op {op.name!r} is a leaky ReLU")
+
+
+def _nested_relu(graph: Any) -> bool:
+    library = graph.as_graph_def().library
+    return any(node.op in _RELU_OPS for f in library.function for node in f.node_def)
+
+
+def _refuse(mode: str, what: str) -> None:
+    raise CapabilityError(
+        f"relu={mode!r} cannot be applied exactly to this Keras model: {what}. Only plain ReLUs "
+        "(activation='relu', keras.layers.ReLU(), relu6) can be overridden; use relu='plain' "
+        "for ordinary gradients"
+    )

@@ -1,0 +1,119 @@
+"""The hooks of one pass: what they capture, and where they stop the pass.
+
+* :func:`tap_hook` records a clone of a layer's output (a following ``nn.ReLU(inplace=True)``
+  would otherwise overwrite it); a module that runs several times leaves its last output.
+* :func:`objective_hook` evaluates a Channel/Neuron objective on every call of its layer and
+  raises :class:`StopForward` after the layer's last call (known from the probe): the rest of
+  the network never runs. This is what keeps filter maximization of early layers cheap.
+* :func:`logits_hook` reads the input of the final Softmax/Sigmoid (the pre-activation scores)
+  and stops the pass before that activation runs.
+* :func:`leaf_hook` cuts the graph at a layer for layer gradients: the output is replaced by a
+  clone of a fresh leaf tensor, so d(objective)/d(activation) is exactly what autograd returns
+  for the leaf, and in-place ops after the layer alter the clone, never the saved leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from innersight.core.errors import InputError, ObjectiveError
+from innersight.core.objectives import Channel, Logit, Neuron, Objective
+
+from .hooks import StopForward
+from .targets import layer_objective_values, logit_values
+
+__all__ = ["Capture", "as_tensor", "leaf_hook", "logits_hook", "objective_hook", "tap_hook"]
+
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+
+
+@dataclass
+class Capture:
+    """What the hooks of one gradient pass hand back."""
+
+    value: torch.Tensor | None = None  # (N,) objective values
+    value_step: int = -1  # when ``value`` was computed, in hook calls
+    leaves: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (step, leaf) per call
+    calls: int = 0  # calls of the objective's layer so far
+    steps: int = 0
+
+    def tick(self) -> int:
+        self.steps += 1
+        return self.steps
+
+    def set_value(self, value: torch.Tensor) -> None:
+        self.value, self.value_step = value, self.tick()
+
+    def leaf(self) -> torch.Tensor | None:
+        """The layer's output at its last call before the objective's value was computed."""
+        before = [leaf for step, leaf in self.leaves if step < self.value_step]
+        return before[-1] if before else None
+
+    def result(
+        self, objective: Objective, layer: str | None, x: torch.Tensor, model: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, tensor to differentiate by): the input ``x``, or the leaf of ``layer``."""
+        if self.value is None:
+            raise ObjectiveError(
+                f"layer {getattr(objective, 'layer', None)!r} did not run in the forward pass of "
+                f"{model}; pick a layer that the model's forward() calls"
+            )
+        if layer is None:
+            return self.value, x
+        leaf = self.leaf()
+        if leaf is None:
+            raise ObjectiveError(
+                f"layer {layer!r} runs after the objective's layer "
+                f"{getattr(objective, 'layer', 'output')!r} in {model} (or not at all), so "
+                "the objective does not depend on it; pick a layer at or before the objective's"
+            )
+        return self.value, leaf
+
+
+def as_tensor(out: Any, name: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise InputError(
+            f"layer {name!r} returns {type(out).__name__}, not a tensor; innersight reads tensor "
+            "outputs only: tap one of its submodules instead"
+        )
+    return out
+
+
+def tap_hook(acts: dict[str, torch.Tensor], name: str) -> ForwardHook:
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
+        acts[name] = as_tensor(out, name).clone()
+
+    return hook
+
+
+def objective_hook(cap: Capture, objective: Channel | Neuron, last_call: int) -> ForwardHook:
+    def hook(module: nn.Module, args: Any, out: Any) -> None:
+        cap.calls += 1
+        cap.set_value(layer_objective_values(objective, out))
+        if cap.calls >= last_call:
+            raise StopForward  # nothing after the objective's layer is needed
+
+    return hook
+
+
+def logits_hook(cap: Capture, objective: Logit, final: str) -> Callable[[nn.Module, Any], None]:
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        where = f"the input of {final!r}"
+        cap.set_value(logit_values(objective, args[0] if args else None, where))
+        raise StopForward  # the final Softmax/Sigmoid itself is not needed
+
+    return pre_hook
+
+
+def leaf_hook(cap: Capture, name: str) -> ForwardHook:
+    def hook(module: nn.Module, args: Any, out: Any) -> torch.Tensor:
+        leaf = as_tensor(out, name).detach().requires_grad_(True)
+        cap.leaves.append((cap.tick(), leaf))
+        return leaf.clone()
+
+    return hook

@@ -1,0 +1,133 @@
+"""The options of the torch adapter: validated once, at wrap time.
+
+``input_layout``  ``"NCHW"`` (default: the model takes channels-first tensors and the adapter
+                  transposes the channels-last numpy input) or ``"NHWC"`` (the model itself takes
+                  channels-last tensors; the input is passed as is).
+``input_shape``   channels-last ``(H, W, C)`` (or ``(D,)``) without the batch axis. When given,
+                  inputs are checked against it and one dry forward on zeros gives every layer's
+                  output shape right away.
+``logits``        ``"auto"``: when the model is an ``nn.Sequential`` ending in ``nn.Softmax``,
+                  ``nn.LogSoftmax`` or ``nn.Sigmoid``, Logit objectives read that module's input
+                  (the pre-activation score, as gradient methods need). ``False``: the raw output.
+                  ``True``: like ``"auto"`` but an error when no final activation is found.
+``device``        where inputs are placed; default: the device of the model's first parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from innersight.core.errors import CapabilityError, InputError, did_you_mean
+
+__all__ = ["VALID_OPTIONS", "TorchOptions", "final_activation", "parse_options"]
+
+VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device")
+LAYOUTS = ("NCHW", "NHWC")
+FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """Validated adapter options (see the module docstring)."""
+
+    input_layout: str
+    input_shape: tuple[int, ...] | None
+    logits_from: str | None  # name of the final activation whose input Logit objectives read
+    device: torch.device
+    dtype: torch.dtype
+
+
+def parse_options(model: nn.Module, options: dict[str, Any]) -> TorchOptions:
+    """Validate ``options`` for ``model``; InputError naming the valid options otherwise."""
+    unknown = sorted(set(options) - set(VALID_OPTIONS))
+    if unknown:
+        hints = "".join(did_you_mean(u, VALID_OPTIONS) for u in unknown)
+        raise InputError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for the torch backend; "
+            f"valid options: {', '.join(VALID_OPTIONS)}{hints}"
+        )
+    return TorchOptions(
+        input_layout=_layout(options.get("input_layout", "NCHW")),
+        input_shape=_shape(options.get("input_shape")),
+        logits_from=_logits(model, options.get("logits", "auto")),
+        device=_device(model, options.get("device")),
+        dtype=_dtype(model),
+    )
+
+
+def _layout(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in LAYOUTS:
+        raise InputError(
+            f"input_layout={value!r} is not supported; use 'NCHW' (the model takes channels-first "
+            "tensors, torch's default) or 'NHWC' (the model takes channels-last tensors)"
+        )
+    return value.upper()
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value)
+        ok = all(int(v) == v for v in value) and all(s > 0 for s in shape) and len(shape) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(
+            f"input_shape={value!r} is not a shape; pass positive ints without the batch axis, "
+            "channels last, e.g. input_shape=(224, 224, 3)"
+        )
+    return shape
+
+
+def final_activation(model: nn.Module, prefix: str = "") -> str | None:
+    """Name of the final Softmax/LogSoftmax/Sigmoid of a (nested) ``nn.Sequential``, or None."""
+    if not isinstance(model, nn.Sequential) or len(model) == 0:
+        return None
+    name, last = list(model.named_children())[-1]
+    path = f"{prefix}{name}"
+    if isinstance(last, FINAL_ACTIVATIONS):
+        return path
+    return final_activation(last, prefix=f"{path}.")
+
+
+def _logits(model: nn.Module, value: Any) -> str | None:
+    if not (isinstance(value, bool) or (isinstance(value, str) and value == "auto")):
+        raise InputError(f"logits={value!r} is not supported; use 'auto', True or False")
+    if value is False:
+        return None
+    found = final_activation(model)
+    if value is True and found is None:
+        raise CapabilityError(
+            f"logits=True, but {type(model).__name__} does not end in a detectable "
+            "Softmax/LogSoftmax/Sigmoid (only the last module of an nn.Sequential is detected); "
+            "use logits=False to read the raw outputs, or wrap the model without its final "
+            "activation"
+        )
+    return found
+
+
+def _device(model: nn.Module, value: Any) -> torch.device:
+    if value is None:
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(
+            f"device={value!r} is not a torch device; pass e.g. 'cpu', 'cuda:0' or a "
+            "torch.device, or leave it out to use the device of the model's parameters"
+        ) from err
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    """Inputs are cast to the dtype of the model's first floating-point parameter."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32

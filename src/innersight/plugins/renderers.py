@@ -1,0 +1,174 @@
+"""Built-in renderers for the four explanation kinds, registered like any plugin's."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from innersight.core import InputError, Renderer, hookimpl
+from innersight.core.render import as_rgb, colorize, deprocess, tile, to_uint8, upscale
+from innersight.core.render import normalise as normalise_maps
+
+if TYPE_CHECKING:
+    from innersight.core import Explanation
+
+MIN_SIDE = 96  # small maps are upscaled (nearest) so a rendering is legible
+
+
+def display_inputs(inputs: np.ndarray) -> np.ndarray:
+    """Inputs of any scale -> (N, H, W, 3) uint8, each image min-max scaled."""
+    return as_rgb(to_uint8(normalise_maps(inputs, "per_map")))
+
+
+class HeatmapRenderer(Renderer):
+    """Per-pixel maps: each input beside its map (and the map over the input)."""
+
+    kind = "heatmap"
+
+    def render(
+        self,
+        explanation: Explanation,
+        *,
+        normalise: str | None = None,
+        overlay: bool = True,
+        alpha: float = 0.6,
+        **options: Any,
+    ) -> np.ndarray:
+        maps = np.asarray(explanation.values, dtype=np.float64)
+        if maps.ndim == 4:  # (N, H, W, C): strongest channel, keeping the sign
+            idx = np.abs(maps).argmax(axis=-1)[..., None]
+            maps = np.take_along_axis(maps, idx, axis=-1)[..., 0]
+        signed = bool(maps.min() < 0)
+        policy = normalise or ("symmetric" if signed else "per_map")
+        colours = to_uint8(colorize(normalise_maps(maps, policy), signed=policy == "symmetric"))
+        panels = []
+        inputs = explanation.inputs
+        shown = display_inputs(inputs) if inputs is not None and inputs.ndim == 4 else None
+        for i, heat in enumerate(colours):
+            row = [heat]
+            if shown is not None and shown.shape[1:3] == heat.shape[:2]:
+                row.insert(0, shown[i])
+                if overlay:
+                    mixed = (1 - alpha) * shown[i] + alpha * heat.astype(np.float64)
+                    row.append(mixed.astype(np.uint8))
+            panels.append(tile([upscale(p, MIN_SIDE) for p in row], per_row=len(row), gap=2))
+        return tile(panels, per_row=1, gap=4)
+
+
+def channel_image(channel: np.ndarray) -> np.ndarray | None:
+    """One feature map -> uint8: (a - mean) / std * 64 + 128, clipped; None for a constant map."""
+    std = float(channel.std())
+    if std == 0.0 or not np.isfinite(std):
+        return None
+    img = (channel - channel.mean()) / std * 64.0 + 128.0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def layer_grid(act: np.ndarray, *, per_row: int = 16, min_side: int = 24) -> np.ndarray:
+    """All channels of one sample's (H, W, C) activation tiled 16 per row, 1 px gap."""
+    h, w, c = act.shape
+    blank = np.full((h, w), 230, np.uint8)  # light gray: visibly a cell, visibly empty
+    cells = []
+    for k in range(c):
+        img = channel_image(act[..., k])
+        cells.append(np.repeat((blank if img is None else img)[..., None], 3, axis=-1))
+    cells = [upscale(cell, min_side) for cell in cells]
+    return tile(cells, per_row=per_row, gap=1, fill=255)
+
+
+def titled(image: np.ndarray, title: str, height: int = 14) -> np.ndarray:
+    """Put ``title`` above ``image`` (Pillow's default font; no title without Pillow)."""
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError:
+        return image
+    banner = Image.new("RGB", (max(image.shape[1], 8 * len(title)), height), "white")
+    ImageDraw.Draw(banner).text((1, 1), title, fill=(0, 0, 0))
+    return stack([np.asarray(banner), image], gap=0)
+
+
+def stack(images: list[np.ndarray], *, gap: int = 8) -> np.ndarray:
+    """Stack images vertically, left-aligned, padded with white."""
+    width = max(img.shape[1] for img in images)
+    height = sum(img.shape[0] for img in images) + gap * (len(images) - 1)
+    out = np.full((height, width, 3), 255, np.uint8)
+    y = 0
+    for img in images:
+        out[y : y + img.shape[0], : img.shape[1]] = img
+        y += img.shape[0] + gap
+    return out
+
+
+class LayerGridRenderer(Renderer):
+    """Activation grids: one titled grid per layer for sample ``index``."""
+
+    kind = "layer_grid"
+
+    def render(
+        self, explanation: Explanation, *, index: int = 0, per_row: int = 16, **options: Any
+    ) -> np.ndarray:
+        values = explanation.values
+        if not isinstance(values, dict) or not values:
+            raise InputError("a layer_grid explanation needs values as {layer: (N, H, W, C)}")
+        n = len(next(iter(values.values())))
+        if not 0 <= index < n:
+            raise InputError(f"index={index} is out of range for {n} samples")
+        grids = [
+            titled(layer_grid(np.asarray(act)[index], per_row=per_row), f"{name} {act.shape[1:]}")
+            for name, act in values.items()
+        ]
+        return stack(grids)
+
+
+class ImageSetRenderer(Renderer):
+    """Generated images (filter / class maximization): deprocessed, 8 per row, with margins."""
+
+    kind = "image_set"
+
+    def render(
+        self, explanation: Explanation, *, per_row: int = 8, margin: int = 4, **options: Any
+    ) -> np.ndarray:
+        images = as_rgb(deprocess(np.asarray(explanation.values)))
+        cells = [upscale(img, 64) for img in images]
+        grid = tile(cells, per_row=per_row, gap=margin, fill=255)
+        pad = np.full((grid.shape[0] + 2 * margin, grid.shape[1] + 2 * margin, 3), 255, np.uint8)
+        pad[margin:-margin, margin:-margin] = grid
+        return pad
+
+
+class EmbeddingRenderer(Renderer):
+    """2-D embeddings: a scatter coloured by label, with a legend (needs matplotlib)."""
+
+    kind = "embedding"
+
+    def render(self, explanation: Explanation, *, size: float = 5.0, **options: Any) -> np.ndarray:
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as err:
+            raise InputError("rendering embeddings needs matplotlib: pip install 'innersight[viz]'") from err
+        points = np.asarray(explanation.values)
+        labels = explanation.meta.get("labels")
+        fig = Figure(figsize=(size, size), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        if labels is None:
+            ax.scatter(points[:, 0], points[:, 1], s=6)
+        else:
+            labels = np.asarray(labels)
+            for lab in np.unique(labels):
+                sel = labels == lab
+                ax.scatter(points[sel, 0], points[sel, 1], s=6, label=str(lab))
+            ax.legend(markerscale=2, fontsize="small", loc="best")
+        ax.set_title(f"{explanation.technique} ({explanation.params.get('method', '')})")
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
+
+
+@hookimpl
+def innersight_register_renderers() -> Any:
+    yield HeatmapRenderer()
+    yield LayerGridRenderer()
+    yield ImageSetRenderer()
+    yield EmbeddingRenderer()

@@ -1,0 +1,68 @@
+"""innersight's conformance suite and pure-numpy reference model, shipped for third parties.
+
+Backend authors run every check on their adapter; plugin authors run their technique on the
+reference adapter (no framework needed)::
+
+    from innersight import testing
+
+    testing.check_adapter(my_model, x)                 # wraps with innersight.wrap
+    testing.check_technique(MyTechnique(), testing.reference_model(), x, target=0)
+    report = testing.check_all_techniques(adapter, x)  # {name: "passed" | "skipped: ..."}
+
+Every ``check_*`` returns None on success and raises :class:`ConformanceError` (an
+``AssertionError``) with a message that says what was expected, what came back and where.
+Importing this package imports neither torch nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+from innersight.testing.checks import ConformanceError, ConformanceWarning
+from innersight.testing.checks_adapter import (
+    check_inputs_not_mutated,
+    check_layers,
+    check_protocol,
+    check_taps,
+    check_unknown_layer,
+)
+from innersight.testing.checks_gradients import check_gradients, check_layer_gradients
+from innersight.testing.checks_reference import check_matches_reference
+from innersight.testing.checks_state import (
+    check_state_preserved,
+    default_injector,
+    keras_injector,
+    reference_injector,
+    torch_injector,
+)
+from innersight.testing.checks_suite import check_adapter
+from innersight.testing.checks_technique import check_all_techniques, check_technique
+from innersight.testing.reference import SMALL_NET_LAYOUT, ReferenceAdapter, ReferenceNetwork
+from innersight.testing.reference_models import reference_model
+from innersight.testing.state import Snapshot, diff, snapshot
+
+__all__ = [
+    "SMALL_NET_LAYOUT",
+    "ConformanceError",
+    "ConformanceWarning",
+    "ReferenceAdapter",
+    "ReferenceNetwork",
+    "Snapshot",
+    "check_adapter",
+    "check_all_techniques",
+    "check_gradients",
+    "check_inputs_not_mutated",
+    "check_layer_gradients",
+    "check_layers",
+    "check_matches_reference",
+    "check_protocol",
+    "check_state_preserved",
+    "check_taps",
+    "check_technique",
+    "check_unknown_layer",
+    "default_injector",
+    "diff",
+    "keras_injector",
+    "reference_injector",
+    "reference_model",
+    "snapshot",
+    "torch_injector",
+]

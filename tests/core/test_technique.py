@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from innersight.core import Explanation, InputError
+
+PIL = pytest.importorskip("PIL.Image")
+
+
+def make():
+    rng = np.random.default_rng(0)
+    return Explanation(
+        technique="saliency",
+        kind="heatmap",
+        values=rng.random((2, 6, 6)).astype(np.float32),
+        inputs=rng.random((2, 6, 6, 3)).astype(np.float32),
+        params={"target": np.array([1, 2]), "reduce_channels": "max"},
+        meta={"seed": np.int64(3), "backend": "torch"},
+    )
+
+
+def test_npz_round_trip_keeps_values_inputs_params_meta(tmp_path):
+    ex = make()
+    back = Explanation.load(ex.save(tmp_path / "a.npz"))
+    np.testing.assert_array_equal(back.values, ex.values)
+    np.testing.assert_array_equal(back.inputs, ex.inputs)
+    assert back.params == {"target": [1, 2], "reduce_channels": "max"}
+    assert back.meta == {"seed": 3, "backend": "torch"}
+    assert (back.technique, back.kind) == ("saliency", "heatmap")
+
+
+def test_npz_round_trip_of_layer_dicts_keeps_order(tmp_path):
+    values = {"z_last": np.ones((1, 2, 2, 1)), "a_first": np.zeros((1, 3, 3, 2))}
+    ex = Explanation("activation_grid", "layer_grid", values)
+    back = Explanation.load(ex.save(tmp_path / "g.npz"))
+    assert list(back.values) == ["z_last", "a_first"]
+    np.testing.assert_array_equal(back.values["a_first"], values["a_first"])
+
+
+def test_png_and_json_outputs(tmp_path):
+    ex = make()
+    png = ex.save(tmp_path / "sub" / "a.png")
+    assert np.asarray(PIL.open(png)).shape == ex.to_image().shape
+    head = json.loads(ex.save(tmp_path / "a.json").read_text())
+    assert head["params"]["target"] == [1, 2]
+    assert ex._repr_png_().startswith(b"\x89PNG")
+
+
+def test_save_rejects_unknown_suffix(tmp_path):
+    with pytest.raises(InputError, match="cannot save 'a.bmp': use a .png, .npz or .json"):
+        make().save(tmp_path / "a.bmp")
+
+
+def test_plot_returns_a_figure():
+    fig = make().plot()
+    assert fig.axes and fig.axes[0].get_title() == "saliency"
+
+
+def test_len_counts_samples():
+    assert len(make()) == 2
+    assert len(Explanation("g", "layer_grid", {"a": np.zeros((3, 2, 2, 1))})) == 3

@@ -1,0 +1,74 @@
+"""The whole conformance suite on every backend's adapter for the same small net, and every
+number compared with the numpy reference built from the same weights.
+
+Backends that are not installed (or not yet available) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import innersight
+from innersight import testing
+from innersight.core.errors import BackendNotFoundError, PluginLoadError
+from tests import models
+
+BACKENDS = ["numpy", "torch", "torch-inplace", "keras", "keras-softmax"]
+#: adapter layer -> reference layer. torch's Flatten runs in (C, H, W) order, so it is left out.
+LAYER_MAPS = {
+    "numpy": {name: name for name, _ in testing.SMALL_NET_LAYOUT},
+    "torch": {n: n for n in ("conv1", "relu1", "pool1", "conv2", "relu2", "fc1", "relu3", "fc2")},
+    "keras": dict(models.KERAS_TO_TORCH),
+}
+
+
+def build(backend: str, weights: dict[str, np.ndarray]):
+    """(native model, adapter) for a backend, skipping when it is unavailable."""
+    if backend == "numpy":
+        adapter = testing.ReferenceAdapter.from_weights(weights)
+        return adapter.network, adapter
+    framework = backend.split("-")[0]
+    pytest.importorskip(framework)
+    if framework == "torch":
+        model = models.torch_small(weights, inplace=backend.endswith("inplace"))
+    else:
+        model = models.keras_small(weights, softmax=backend.endswith("softmax"))
+    try:
+        return model, innersight.wrap(model)
+    except (BackendNotFoundError, PluginLoadError) as err:
+        pytest.skip(f"the {framework} backend is not available yet: {err}")
+
+
+@pytest.fixture
+def noise() -> np.ndarray:
+    # Noise, not images: near-tied max-pool windows would route gradients differently.
+    return np.random.default_rng(11).random((2, 12, 12, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_check_adapter(backend, small_weights, noise):
+    model, _ = build(backend, small_weights)
+    # The reference has no softmax: compare only models whose outputs are the logits.
+    reference = (
+        None
+        if backend.endswith("softmax")
+        else testing.ReferenceAdapter.from_weights(small_weights)
+    )
+    layer_map = LAYER_MAPS[backend.split("-")[0]]
+    testing.check_adapter(model, noise, reference=reference, layer_map=layer_map)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "keras"])
+def test_check_adapter_finds_the_model_behind_an_adapter(backend, small_weights):
+    from innersight.testing.checks_suite import resolve_adapter
+
+    model, adapter = build(backend, small_weights)
+    assert resolve_adapter(adapter) == (adapter, model)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_technique_runs_on_every_backend(backend, small_weights, noise):
+    _, adapter = build(backend, small_weights)
+    report = testing.check_all_techniques(adapter, noise)
+    assert all(status == "passed" or status.startswith("skipped") for status in report.values())
