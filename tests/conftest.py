@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 try:
-    import torch  # noqa: F401  (must come before tensorflow)
+    import torch
 except ImportError:  # pragma: no cover - torch is a dev dependency
     torch = None
 

@@ -104,7 +104,9 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     tech = get_technique(technique)
     check_params(tech, params)
     adapter = wrap(model)
-    missing = sorted(str(c) for c in tech.requires if c not in {str(k) for k in adapter.capabilities})
+    missing = sorted(
+        str(c) for c in tech.requires if c not in {str(k) for k in adapter.capabilities}
+    )
     if missing:
         raise CapabilityError(
             f"technique {tech.name!r} needs {', '.join(missing)}, which the {adapter.backend} "

@@ -11,7 +11,9 @@ class LinearAdapter(BaseAdapter):
     """scores = flatten(x) @ W + b, with one tappable layer 'flat' (the flattened input)."""
 
     backend = "fake"
-    capabilities = frozenset({Capability.FORWARD, Capability.LAYER_TAPS, Capability.INPUT_GRADIENTS})
+    capabilities = frozenset(
+        {Capability.FORWARD, Capability.LAYER_TAPS, Capability.INPUT_GRADIENTS}
+    )
 
     def __init__(self, input_shape=(4, 4, 2), classes=3, seed=0):
         rng = np.random.default_rng(seed)
@@ -27,7 +29,10 @@ class LinearAdapter(BaseAdapter):
 
     def layers(self):
         d = int(np.prod(self._shape))
-        return [LayerInfo("flat", "Flatten", (d,), 0), LayerInfo("dense", "Dense", (self.W.shape[1],), self.W.size + self.b.size)]
+        return [
+            LayerInfo("flat", "Flatten", (d,), 0),
+            LayerInfo("dense", "Dense", (self.W.shape[1],), self.W.size + self.b.size),
+        ]
 
     def forward(self, x, *, taps=()):
         taps = self.check_taps(taps)

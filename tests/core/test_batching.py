@@ -78,8 +78,13 @@ def test_results_do_not_depend_on_batch_size():
 
 def test_progress_callback_sees_every_item():
     seen = []
-    BatchPlanner().map(lambda a, b: np.zeros(b - a), 25, per_sample=1, batch_size=10,
-                       progress=lambda done, total: seen.append((done, total)))
+    BatchPlanner().map(
+        lambda a, b: np.zeros(b - a),
+        25,
+        per_sample=1,
+        batch_size=10,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(10, 25), (20, 25), (25, 25)]
 
 

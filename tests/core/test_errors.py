@@ -29,7 +29,9 @@ def test_keyerror_subclasses_print_the_message_unquoted():
 
 
 def test_did_you_mean_suggests_close_names_only():
-    assert errors.did_you_mean("conv5", ["conv1", "conv2", "dense"]).startswith("; did you mean 'conv")
+    assert errors.did_you_mean("conv5", ["conv1", "conv2", "dense"]).startswith(
+        "; did you mean 'conv"
+    )
     assert errors.did_you_mean("zzz", ["conv1", "dense"]) == ""
 
 

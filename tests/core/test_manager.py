@@ -76,7 +76,10 @@ def test_entry_point_plugin_is_found(fresh):
 
 
 def test_broken_plugin_is_a_warning_naming_the_distribution(fresh):
-    with pytest.warns(PluginLoadWarning, match=r"plugin 'broken' \(fake-dist 1.2.3\) failed at import: ImportError: boom"):
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"plugin 'broken' \(fake-dist 1.2.3\) failed at import: ImportError: boom",
+    ):
         pm = fresh(FakeEntryPoint("broken", ImportError("boom")))
     assert [f.plugin.name for f in pm.failures] == ["broken"]
     assert "saliency" in pm.techniques()  # the host keeps working
@@ -123,7 +126,10 @@ def test_duplicate_technique_names_name_both_providers(fresh):
         FakeEntryPoint("one", technique_plugin("dup"), ("dist-a", "1.0")),
         FakeEntryPoint("two", technique_plugin("dup"), ("dist-b", "2.0")),
     )
-    with pytest.raises(ins.PluginConflictError, match=r"'dup' is provided twice: by plugin 'one' \(dist-a 1.0\) and by plugin 'two' \(dist-b 2.0\)"):
+    with pytest.raises(
+        ins.PluginConflictError,
+        match=r"'dup' is provided twice: by plugin 'one' \(dist-a 1.0\) and by plugin 'two' \(dist-b 2.0\)",
+    ):
         pm.techniques()
 
 
@@ -164,7 +170,9 @@ def test_example_plugin_is_discovered_through_its_entry_point():
 
 
 def test_no_backend_for_an_unknown_model():
-    with pytest.raises(ins.BackendNotFoundError, match="no backend accepts a model of type builtins.object"):
+    with pytest.raises(
+        ins.BackendNotFoundError, match="no backend accepts a model of type builtins.object"
+    ):
         ins.wrap(object())
 
 

@@ -38,7 +38,9 @@ def test_channel_mean_with_crop_matches_a_loop():
 def test_channel_on_vector_layer_and_bad_crop():
     act = np.arange(6.0).reshape(2, 3)
     assert objectives.evaluate(objectives.Channel("d", 1), act, {"d": act}).tolist() == [1, 4]
-    with pytest.raises(ObjectiveError, match="crop=3 leaves nothing of layer 'l' .6x6.; use 0 <= crop <= 2"):
+    with pytest.raises(
+        ObjectiveError, match="crop=3 leaves nothing of layer 'l' .6x6.; use 0 <= crop <= 2"
+    ):
         objectives.evaluate(objectives.Channel("l", 0, crop=3), act, {"l": np.zeros((1, 6, 6, 2))})
     with pytest.raises(ObjectiveError, match="channel of layer 'd' 5 is out of range"):
         objectives.evaluate(objectives.Channel("d", 5), act, {"d": act})

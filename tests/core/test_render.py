@@ -30,7 +30,9 @@ def test_normalise_policies():
 
 
 def test_colorize_endpoints():
-    np.testing.assert_allclose(colorize(np.array([0.0, 1.0])), [[0, 0, 4 / 255], [252 / 255, 253 / 255, 191 / 255]])
+    np.testing.assert_allclose(
+        colorize(np.array([0.0, 1.0])), [[0, 0, 4 / 255], [252 / 255, 253 / 255, 191 / 255]]
+    )
     mid = colorize(np.array([0.0]), signed=True)[0]
     np.testing.assert_allclose(mid, [247 / 255] * 3)
 
@@ -64,7 +66,9 @@ def test_deprocess_recipe():
 
 def test_unknown_kind_is_a_clear_error():
     ex = Explanation("x", "sonogram", np.zeros((1, 2)))
-    with pytest.raises(InputError, match="no renderer for kind 'sonogram'; known kinds: embedding, heatmap"):
+    with pytest.raises(
+        InputError, match="no renderer for kind 'sonogram'; known kinds: embedding, heatmap"
+    ):
         ex.to_image()
 
 

@@ -139,14 +139,18 @@ def check_input_array(x: Any, *, expected: tuple[int | None, ...] | None = None)
         except Exception as err:  # ragged lists and the like
             raise InputError(f"inputs must be an array, got {type(x).__name__}: {err}") from err
     if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
-        raise InputError(f"inputs must be floating point, got dtype {x.dtype}; convert with .astype(np.float32)")
+        raise InputError(
+            f"inputs must be floating point, got dtype {x.dtype}; convert with .astype(np.float32)"
+        )
     if x.dtype.kind in "iu":
         raise InputError(
             f"inputs have integer dtype {x.dtype}; convert to float32 and scale as the model "
             "expects (e.g. x.astype(np.float32) / 255)"
         )
     if x.ndim < 2:
-        raise InputError(f"inputs must be a batch (N, ...) with at least 2 axes, got shape {x.shape}")
+        raise InputError(
+            f"inputs must be a batch (N, ...) with at least 2 axes, got shape {x.shape}"
+        )
     if x.shape[0] == 0:
         raise InputError(f"inputs are an empty batch (shape {x.shape}); pass at least one sample")
     if expected is not None:
@@ -171,7 +175,11 @@ def _check_shape(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> No
             hint = ""
             if len(expected) == 3 and axis == 2:
                 hint = " (wrong channel count"
-                hint += "; channels-first data? transpose with x.transpose(0, 2, 3, 1))" if got[0] == e else ")"
+                hint += (
+                    "; channels-first data? transpose with x.transpose(0, 2, 3, 1))"
+                    if got[0] == e
+                    else ")"
+                )
             raise InputError(f"inputs have shape {shape}, expected {exp}{hint}")
 
 

@@ -64,6 +64,7 @@ def bytes_per_sample(
     grads: bool = False,
 ) -> int:
     """Rough float32 working set of one sample: input plus every layer output (x3 with grads)."""
+
     def size(shape: Sequence[int | None] | None) -> int:
         return int(np.prod([d or 1 for d in shape])) if shape else 1
 
@@ -137,7 +138,9 @@ class BatchPlanner:
                 out = np.asarray(fn(start, stop))
                 elapsed = time.perf_counter() - t0
                 if out.shape[:1] != (stop - start,):
-                    raise RuntimeError(f"batch function returned {out.shape} for {stop - start} items")
+                    raise RuntimeError(
+                        f"batch function returned {out.shape} for {stop - start} items"
+                    )
                 if chosen is None and results and stop - start == size:
                     timings[size] = elapsed / size
                 results.append(out)
@@ -151,7 +154,11 @@ class BatchPlanner:
     def _fixed_size(batch_size: int | str, cap: int) -> int | None:
         if batch_size == "auto":
             return None
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise InputError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
         return int(batch_size)
 
@@ -196,9 +203,9 @@ class Progress:
         self._callback = progress if callable(progress) else None
         show = sys.stderr.isatty() if progress is None else progress is True
         self._bar: Any = None
-        if show:
+        if show:  # tqdm is optional
             try:
-                from tqdm.auto import tqdm
+                from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
                 self._bar = tqdm(total=self.total, desc=desc or None, leave=False)
             except ImportError:

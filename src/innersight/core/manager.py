@@ -122,7 +122,11 @@ class InnersightPluginManager:
             if {module_name, short} & self.disabled:
                 continue
             info = PluginInfo(module_name, "innersight", version)
-            self._guarded(info, "import", lambda m=module_name: self._register(importlib.import_module(m), info))
+            self._guarded(
+                info,
+                "import",
+                lambda m=module_name: self._register(importlib.import_module(m), info),
+            )
 
     def load_entry_points(self) -> None:
         if not self.autoload:
@@ -183,7 +187,9 @@ class InnersightPluginManager:
         found: list[tuple[PluginInfo, Any]] = []
         for impl in self._impls(hook_name):
             info = self._info_for(impl)
-            items = self._guarded(info, f"{hook_name}()", lambda impl=impl: list(impl.function() or ()))
+            items = self._guarded(
+                info, f"{hook_name}()", lambda impl=impl: list(impl.function() or ())
+            )
             for item in items or ():
                 if not isinstance(item, expected):
                     self._guarded(info, hook_name, lambda item=item: _raise_type(item, expected))
@@ -195,13 +201,19 @@ class InnersightPluginManager:
         """Every registered technique by name; PluginConflictError on duplicate names."""
         with self._lock:
             if self._techniques is None:
-                self._techniques = self._unique(self._collect("innersight_register_techniques", Technique), "technique")
+                self._techniques = self._unique(
+                    self._collect("innersight_register_techniques", Technique), "technique"
+                )
             return dict(self._techniques)
 
     def renderers(self) -> dict[str, Renderer]:
         with self._lock:
             if self._renderers is None:
-                self._renderers = self._unique(self._collect("innersight_register_renderers", Renderer), "renderer", attr="kind")
+                self._renderers = self._unique(
+                    self._collect("innersight_register_renderers", Renderer),
+                    "renderer",
+                    attr="kind",
+                )
             return dict(self._renderers)
 
     def provider(self, technique_name: str) -> PluginInfo:
@@ -212,7 +224,9 @@ class InnersightPluginManager:
         raise KeyError(technique_name)
 
     @staticmethod
-    def _unique(items: Iterable[tuple[PluginInfo, Any]], what: str, attr: str = "name") -> dict[str, Any]:
+    def _unique(
+        items: Iterable[tuple[PluginInfo, Any]], what: str, attr: str = "name"
+    ) -> dict[str, Any]:
         seen: dict[str, tuple[PluginInfo, Any]] = {}
         for info, item in items:
             key = getattr(item, attr)
@@ -234,7 +248,9 @@ class InnersightPluginManager:
             except InnersightError:
                 raise
             except Exception as err:
-                raise PluginLoadError(f"{self._info_for(impl)} failed to wrap {type(model).__name__}: {err}") from err
+                raise PluginLoadError(
+                    f"{self._info_for(impl)} failed to wrap {type(model).__name__}: {err}"
+                ) from err
             if adapter is not None:
                 return adapter
         backends = [i.plugin_name for i in self._impls("innersight_wrap_model")]

@@ -64,7 +64,12 @@ def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
         raise ObjectiveError(f"{what} must be an int or one int per sample, got a bool ({index!r})")
     arr = np.asarray(index)
     if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == arr.round()):
+        if (
+            arr.dtype.kind == "f"
+            and arr.size
+            and np.all(np.isfinite(arr))
+            and np.all(arr == arr.round())
+        ):
             arr = arr.astype(np.int64)
         else:
             raise ObjectiveError(
@@ -82,7 +87,9 @@ def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
 def _check_range(idx: np.ndarray, size: int, what: str) -> None:
     bad = idx[(idx < 0) | (idx >= size)]
     if bad.size:
-        raise ObjectiveError(f"{what} {int(bad[0])} is out of range: valid values are 0..{size - 1}")
+        raise ObjectiveError(
+            f"{what} {int(bad[0])} is out of range: valid values are 0..{size - 1}"
+        )
 
 
 def neuron_flat_index(objective: Neuron, sample_shape: tuple[int, ...], n: int) -> np.ndarray:
@@ -120,7 +127,9 @@ def channel_indices(objective: Channel, act_shape: tuple[int, ...]) -> np.ndarra
     return idx
 
 
-def evaluate(objective: Objective, outputs: np.ndarray, activations: dict[str, np.ndarray]) -> np.ndarray:
+def evaluate(
+    objective: Objective, outputs: np.ndarray, activations: dict[str, np.ndarray]
+) -> np.ndarray:
     """Reference numpy evaluation of ``objective`` on channels-last arrays; returns ``(N,)``.
 
     Adapters compute the same numbers in their own framework; this function is the

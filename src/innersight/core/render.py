@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NORMALISATIONS",
-    "as_rgb",
-    "deprocess",
     "Renderer",
+    "as_rgb",
     "colorize",
+    "deprocess",
     "normalise",
     "png_bytes",
     "render",
@@ -90,14 +90,37 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 # Anchor colours of perceptually ordered maps, interpolated linearly (no matplotlib needed).
-_MAGMA = np.array(
-    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
-     [250, 193, 39], [252, 253, 191]], dtype=np.float64
-) / 255.0
-_DIVERGING = np.array(
-    [[33, 102, 172], [103, 169, 207], [209, 229, 240], [247, 247, 247], [253, 219, 199],
-     [239, 138, 98], [178, 24, 43]], dtype=np.float64
-) / 255.0
+_MAGMA = (
+    np.array(
+        [
+            [0, 0, 4],
+            [40, 11, 84],
+            [101, 21, 110],
+            [159, 42, 99],
+            [212, 72, 66],
+            [245, 125, 21],
+            [250, 193, 39],
+            [252, 253, 191],
+        ],
+        dtype=np.float64,
+    )
+    / 255.0
+)
+_DIVERGING = (
+    np.array(
+        [
+            [33, 102, 172],
+            [103, 169, 207],
+            [209, 229, 240],
+            [247, 247, 247],
+            [253, 219, 199],
+            [239, 138, 98],
+            [178, 24, 43],
+        ],
+        dtype=np.float64,
+    )
+    / 255.0
+)
 
 
 def colorize(x01: np.ndarray, *, signed: bool = False) -> np.ndarray:
@@ -158,12 +181,18 @@ def png_bytes(image: np.ndarray) -> bytes:
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         body = tag + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        )
 
     color_type = {3: 2, 4: 6}[c]
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def to_pil(image: np.ndarray) -> Any:
@@ -187,7 +216,9 @@ def plot(explanation: Explanation, ax: Any = None, **options: Any) -> Any:
     image = render(explanation, **options)
     if ax is None:
         dpi = 100
-        fig = Figure(figsize=(max(2.0, image.shape[1] / dpi), max(2.0, image.shape[0] / dpi) + 0.4), dpi=dpi)
+        fig = Figure(
+            figsize=(max(2.0, image.shape[1] / dpi), max(2.0, image.shape[0] / dpi) + 0.4), dpi=dpi
+        )
         ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image, interpolation="nearest")
     ax.set_axis_off()
@@ -195,7 +226,9 @@ def plot(explanation: Explanation, ax: Any = None, **options: Any) -> Any:
     return ax.figure
 
 
-def save_gif(explanation: Explanation, path: Path, *, duration_ms: int = 80, **options: Any) -> None:
+def save_gif(
+    explanation: Explanation, path: Path, *, duration_ms: int = 80, **options: Any
+) -> None:
     """Write the optimisation trajectory in ``meta['frames']`` as an animated GIF (Pillow)."""
     from dataclasses import replace
 
@@ -204,5 +237,7 @@ def save_gif(explanation: Explanation, path: Path, *, duration_ms: int = 80, **o
         for f in explanation.meta["frames"]
     ]
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    frames[0].save(
+        buf, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0
+    )
     path.write_bytes(buf.getvalue())

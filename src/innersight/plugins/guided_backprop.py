@@ -6,8 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import Explanation, ModelAdapter, Technique, hookimpl, objectives
-from innersight.core import resolve_target
+from innersight.core import (
+    Explanation,
+    ModelAdapter,
+    Technique,
+    hookimpl,
+    objectives,
+    resolve_target,
+)
 
 
 class GuidedBackprop(Technique):

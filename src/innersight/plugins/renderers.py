@@ -147,7 +147,9 @@ class EmbeddingRenderer(Renderer):
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as err:
-            raise InputError("rendering embeddings needs matplotlib: pip install 'innersight[viz]'") from err
+            raise InputError(
+                "rendering embeddings needs matplotlib: pip install 'innersight[viz]'"
+            ) from err
         points = np.asarray(explanation.values)
         labels = explanation.meta.get("labels")
         fig = Figure(figsize=(size, size), dpi=100)

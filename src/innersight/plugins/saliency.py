@@ -6,8 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import Explanation, InputError, ModelAdapter, Technique, hookimpl, objectives
-from innersight.core import resolve_target
+from innersight.core import (
+    Explanation,
+    InputError,
+    ModelAdapter,
+    Technique,
+    hookimpl,
+    objectives,
+    resolve_target,
+)
 
 REDUCTIONS = ("max", "mean", None)
 

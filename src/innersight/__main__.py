@@ -1,0 +1,3 @@
+from innersight.cli import main
+
+raise SystemExit(main())
