@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(PY) -m innersight demo -o out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples benchmarks
-	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff format --check src tests examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
