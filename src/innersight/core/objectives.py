@@ -22,7 +22,17 @@ import numpy as np
 
 from innersight.core.errors import ObjectiveError
 
-__all__ = ["Channel", "Logit", "Neuron", "Objective", "evaluate", "per_sample"]
+__all__ = [
+    "Channel",
+    "Logit",
+    "Neuron",
+    "Objective",
+    "channel_indices",
+    "check_range",
+    "evaluate",
+    "neuron_flat_index",
+    "per_sample",
+]
 
 IndexLike = Union[int, Sequence[int], np.ndarray]
 
@@ -84,7 +94,8 @@ def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_range(idx: np.ndarray, size: int, what: str) -> None:
+def check_range(idx: np.ndarray, size: int, what: str) -> None:
+    """Raise ObjectiveError naming the first index outside 0..size-1."""
     bad = idx[(idx < 0) | (idx >= size)]
     if bad.size:
         raise ObjectiveError(
@@ -104,7 +115,7 @@ def neuron_flat_index(objective: Neuron, sample_shape: tuple[int, ...], n: int) 
             ) from err
         return np.full(n, flat, dtype=np.int64)
     flat_idx = per_sample(index, n, what=f"neuron index of layer '{objective.layer}'")
-    _check_range(flat_idx, int(np.prod(sample_shape)), f"neuron index of layer '{objective.layer}'")
+    check_range(flat_idx, int(np.prod(sample_shape)), f"neuron index of layer '{objective.layer}'")
     return flat_idx
 
 
@@ -112,7 +123,7 @@ def channel_indices(objective: Channel, act_shape: tuple[int, ...]) -> np.ndarra
     """Validated per-sample channel indices for a Channel objective on activations ``act_shape``."""
     n, channels = act_shape[0], act_shape[-1]
     idx = per_sample(objective.index, n, what=f"channel of layer '{objective.layer}'")
-    _check_range(idx, channels, f"channel of layer '{objective.layer}'")
+    check_range(idx, channels, f"channel of layer '{objective.layer}'")
     if len(act_shape) == 4:
         crop = int(objective.crop)
         if crop < 0 or 2 * crop >= min(act_shape[1], act_shape[2]):
@@ -139,7 +150,7 @@ def evaluate(
         n = outputs.shape[0]
         idx = per_sample(objective.index, n, what="target")
         flat = outputs.reshape(n, -1)
-        _check_range(idx, flat.shape[1], "target")
+        check_range(idx, flat.shape[1], "target")
         return flat[np.arange(n), idx]
     act = activations[objective.layer]
     n = act.shape[0]

@@ -52,6 +52,7 @@ from innersight.core.objectives import (
     Neuron,
     Objective,
     channel_indices,
+    check_range,
     neuron_flat_index,
     per_sample,
 )
@@ -219,7 +220,7 @@ class KerasAdapter(BaseAdapter):
     ) -> tuple[Any, ...]:
         plan = self._plan
         idx = per_sample(objective.index, x.shape[0], what="target")
-        _check_range(idx, _size(self._shape_of(plan.tensor, x)), "target")
+        check_range(idx, _size(self._shape_of(plan.tensor, x)), "target")
         report = self._hidden_probabilities if plan.check_output else None
         req = compiled.GradRequest("logit", plan.tensor, plan.dense, wrt, relu, report)
         return idx, np.int32(0), req, ("grad", "logit", None, relu)
@@ -274,11 +275,3 @@ class KerasAdapter(BaseAdapter):
 
 def _size(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64))
-
-
-def _check_range(idx: np.ndarray, size: int, what: str) -> None:
-    bad = idx[(idx < 0) | (idx >= size)]
-    if bad.size:
-        raise ObjectiveError(
-            f"{what} {int(bad[0])} is out of range: valid values are 0..{size - 1}"
-        )
