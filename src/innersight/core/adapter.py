@@ -53,7 +53,8 @@ class LayerInfo:
         name: unique, stable name (torch: ``named_modules`` path; Keras: ``layer.name``).
         kind: the layer's class name, e.g. ``"Conv2d"`` or ``"Dense"``.
         output_shape: channels-last output shape without the batch axis, e.g. ``(32, 32, 16)``;
-            ``None`` entries where unknown.
+            ``None`` entries where unknown; ``()`` when the backend cannot tell at all (a layer
+            that was never run and has no static shape).
         num_params: number of parameters the layer itself owns.
     """
 
@@ -117,6 +118,17 @@ class ModelAdapter(Protocol):
         self, x: np.ndarray, objective: Objective, *, relu: ReluMode = "plain"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample objective values ``(N,)`` and d(sum of values)/d(x), shaped like ``x``."""
+        ...
+
+    def layer_value_and_grad(
+        self, x: np.ndarray, objective: Objective, layer: str, *, relu: ReluMode = "plain"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values ``(N,)``, the activations of ``layer`` and d(sum of values)/d(activations).
+
+        Only adapters that declare the ``layer_gradients`` capability implement this; the core
+        checks a technique's ``requires`` before calling it. Activations and gradients are
+        channels-last, ``(N, H, W, C)`` or ``(N, D)`` (Grad-CAM uses them).
+        """
         ...
 
 
