@@ -39,6 +39,33 @@ def keras_small(small_weights):
     return models.keras_small(small_weights)
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits at 32x32x1, the seeded 75/25 split."""
+    pytest.importorskip("sklearn")
+    from innersight.models import digits_data
+
+    return digits_data()
+
+
+@pytest.fixture(scope="session")
+def digits_torch():
+    """The demo digits CNN with its shipped trained weights (torch, NCHW)."""
+    pytest.importorskip("torch")
+    from innersight.models import digits_cnn
+
+    return digits_cnn("torch")
+
+
+@pytest.fixture(scope="session")
+def digits_keras():
+    """The same trained digits CNN in Keras."""
+    pytest.importorskip("keras")
+    from innersight.models import digits_cnn
+
+    return digits_cnn("keras")
+
+
 @pytest.fixture
 def images() -> np.ndarray:
     """Four 12x12x3 float32 images (channels last) in 0..1, fixed seed."""
