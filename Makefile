@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(PY) -m innersight demo -o out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -36,7 +36,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Captum is a benchmark-only dependency (the peer library occlusion is compared with).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt captum
 	$(PY) benchmarks/run.py
 
 clean:

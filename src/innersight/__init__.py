@@ -10,7 +10,7 @@ of its framework is wrapped.
 
 from __future__ import annotations
 
-from innersight.api import explain, layers, techniques, wrap
+from innersight.api import clear_cache, explain, layers, techniques, wrap
 from innersight.core import objectives
 from innersight.core.adapter import Capability, ForwardResult, LayerInfo, ModelAdapter
 from innersight.core.errors import (
@@ -46,6 +46,7 @@ __all__ = [
     "Technique",
     "TechniqueNotFoundError",
     "__version__",
+    "clear_cache",
     "explain",
     "get_plugin_manager",
     "layers",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,13 +22,15 @@ from innersight.core.errors import (
 from innersight.core.manager import get_plugin_manager
 from innersight.core.technique import Explanation, Technique
 
-__all__ = ["explain", "layers", "techniques", "wrap"]
+__all__ = ["clear_cache", "explain", "layers", "techniques", "wrap"]
 
 
 def wrap(model: Any, **options: Any) -> ModelAdapter:
     """Wrap a native model (torch ``nn.Module``, Keras 3 model, ...) in a ModelAdapter.
 
-    An adapter passes through unchanged (options must then be empty).
+    An adapter passes through unchanged (options must then be empty). The adapters of the last
+    four models are cached (keyed by the model's identity and the options), so calling
+    ``explain`` in a loop reuses traced functions; :func:`clear_cache` releases them.
 
     Args:
         model: the model to look inside.
@@ -42,7 +46,56 @@ def wrap(model: Any, **options: Any) -> ModelAdapter:
                 "when wrapping a native model: pass the model itself"
             )
         return model
-    return get_plugin_manager().wrap(model, options)
+    return _ADAPTERS.get(model, options)
+
+
+class _AdapterCache:
+    """The adapters of the last few models, so repeated calls reuse their traced functions.
+
+    Wrapping is cheap, but an adapter's caches (Keras: traced ``tf.function``s and sub-models,
+    torch: the shape probe) are not: ``explain(name, model, x)`` in a loop would otherwise retrace
+    on every call (measured: Keras saliency 27x slower than one traced forward+backward). The
+    cache holds at most :attr:`size` models strongly; :func:`clear_cache` releases them.
+    """
+
+    size = 4
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[int, Any], tuple[Any, ModelAdapter]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: Any, options: Mapping[str, Any]) -> ModelAdapter:
+        try:
+            key: tuple[int, Any] = (id(model), tuple(sorted(options.items())))
+            hash(key)
+        except TypeError:  # unhashable option values: wrap afresh
+            return get_plugin_manager().wrap(model, options)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is model:
+                self._entries.move_to_end(key)
+                return entry[1]
+        adapter = get_plugin_manager().wrap(model, options)
+        with self._lock:
+            self._entries[key] = (model, adapter)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return adapter
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_ADAPTERS = _AdapterCache()
+
+
+def clear_cache() -> None:
+    """Forget the cached adapters (and with them the models they hold) and batch-size choices."""
+    from innersight.core.batching import BatchPlanner
+
+    _ADAPTERS.clear()
+    BatchPlanner.clear_cache()
 
 
 def techniques() -> Mapping[str, Technique]:
