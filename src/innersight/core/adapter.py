@@ -87,6 +87,13 @@ class ModelAdapter(Protocol):
         >>> fr.outputs.shape, fr.activations["conv1"].shape
         ((4, 10), (4, 30, 30, 16))
         >>> values, grads = adapter.value_and_grad(x, objectives.Logit(3))
+
+    Optional: adapters that declare the ``layer_gradients`` capability also implement
+    ``layer_value_and_grad(x, objective, layer, *, relu="plain") -> (values, activations,
+    grads)``: per-sample values ``(N,)``, the channels-last activations of ``layer`` and
+    d(sum of values)/d(activations) (Grad-CAM uses it). It is not a protocol member, so
+    adapters without it still satisfy ``isinstance(obj, ModelAdapter)``; the core checks a
+    technique's ``requires`` before the technique can call it.
     """
 
     backend: str
@@ -120,58 +127,95 @@ class ModelAdapter(Protocol):
         """Per-sample objective values ``(N,)`` and d(sum of values)/d(x), shaped like ``x``."""
         ...
 
-    def layer_value_and_grad(
-        self, x: np.ndarray, objective: Objective, layer: str, *, relu: ReluMode = "plain"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values ``(N,)``, the activations of ``layer`` and d(sum of values)/d(activations).
-
-        Only adapters that declare the ``layer_gradients`` capability implement this; the core
-        checks a technique's ``requires`` before calling it. Activations and gradients are
-        channels-last, ``(N, H, W, C)`` or ``(N, D)`` (Grad-CAM uses them).
-        """
-        ...
-
 
 def check_input_array(x: Any, *, expected: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Validate a batch and return it as a fresh float32 array (never the caller's object).
 
+    The dtype rule: floating point (float16/32/64) is accepted and converted to float32.
+    Everything else is refused with an InputError saying how to convert, because no conversion
+    is right for every model: integers (uint8 pixels 0..255, or label-like codes) need the
+    scaling the model was trained with, and booleans are masks, not images.
+
     Raises:
-        InputError: for non-arrays, empty batches, bool/integer/complex dtypes, NaN/Inf, or a
-            shape that does not match ``expected`` (channels-last, without the batch axis).
+        InputError: for non-arrays, empty batches, bool/integer/complex/object dtypes, NaN/Inf,
+            values beyond float32's range, or a shape that does not match ``expected``
+            (channels-last, without the batch axis).
     """
     if not isinstance(x, np.ndarray):
-        if hasattr(x, "detach") or hasattr(x, "numpy"):
-            raise InputError(
-                f"inputs must be a numpy array, got {type(x).__name__}; "
-                "convert with .detach().cpu().numpy() (torch) or .numpy() (TensorFlow), "
-                "in channels-last (N, H, W, C) layout"
-            )
-        try:
-            x = np.asarray(x)
-        except Exception as err:  # ragged lists and the like
-            raise InputError(f"inputs must be an array, got {type(x).__name__}: {err}") from err
-    if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
-        raise InputError(
-            f"inputs must be floating point, got dtype {x.dtype}; convert with .astype(np.float32)"
-        )
-    if x.dtype.kind in "iu":
-        raise InputError(
-            f"inputs have integer dtype {x.dtype}; convert to float32 and scale as the model "
-            "expects (e.g. x.astype(np.float32) / 255)"
-        )
+        x = _as_array(x)
+    _check_dtype(x.dtype)
     if x.ndim < 2:
         raise InputError(
-            f"inputs must be a batch (N, ...) with at least 2 axes, got shape {x.shape}"
+            f"inputs must be a batch (N, ...) with at least 2 axes, got shape {x.shape}; "
+            "add the batch axis with x[None] for one sample"
         )
     if x.shape[0] == 0:
         raise InputError(f"inputs are an empty batch (shape {x.shape}); pass at least one sample")
     if expected is not None:
         _check_shape(x.shape, expected)
-    out = np.array(x, dtype=np.float32, copy=True)
-    if not np.all(np.isfinite(out)):
-        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
-        raise InputError(f"inputs contain {bad} NaN or Inf values; clean or clip them first")
+    with np.errstate(over="ignore"):
+        out = np.array(x, dtype=np.float32, copy=True)
+    if not np.isfinite(out).all():  # one pass in the common case; the cause only on failure
+        _explain_non_finite(x)
     return out
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach") or hasattr(x, "numpy"):
+        raise InputError(
+            f"inputs must be a numpy array, got {type(x).__name__}; "
+            "convert with .detach().cpu().numpy() (torch) or .numpy() (TensorFlow), "
+            "in channels-last (N, H, W, C) layout"
+        )
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists and the like
+        raise InputError(
+            f"inputs must be an array, got {type(x).__name__} that numpy cannot turn into one "
+            f"({err}); pass a numpy array (N, H, W, C)"
+        ) from err
+    if arr.dtype == object:  # ragged nested lists, or objects numpy cannot convert
+        raise InputError(
+            f"inputs must be a numeric array, got {type(x).__name__} that becomes an object "
+            "array (ragged nesting or non-numbers?); pass a numpy float array (N, H, W, C)"
+        )
+    return arr
+
+
+def _check_dtype(dtype: np.dtype[Any]) -> None:
+    if dtype.kind == "f":
+        return
+    if dtype.kind == "b":
+        raise InputError(
+            "inputs have dtype bool; innersight explains images, not masks: convert with "
+            "x.astype(np.float32) if 0/1 values are really what the model takes"
+        )
+    if dtype.kind in "iu":
+        raise InputError(
+            f"inputs have integer dtype {dtype}; integers are not converted implicitly because "
+            "the scaling depends on the model: convert to float32 and scale as the model "
+            "expects (e.g. x.astype(np.float32) / 255)"
+        )
+    raise InputError(
+        f"inputs must be a floating point array, got dtype {dtype}; pass real numbers, e.g. "
+        "x.astype(np.float32)"
+    )
+
+
+def _explain_non_finite(x: np.ndarray) -> None:
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite)), finite.shape))
+        raise InputError(
+            f"inputs contain {bad} NaN or Inf value(s) (the first at index {first}); clean or "
+            "clip them first, e.g. np.nan_to_num(x)"
+        )
+    big = float(np.max(np.abs(x)))
+    raise InputError(
+        f"inputs have values up to {big:.3g}, beyond float32's range (about 3.4e38), which "
+        "innersight computes in; rescale them to the range the model was trained on"
+    )
 
 
 def _check_shape(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> None:
@@ -179,20 +223,40 @@ def _check_shape(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> No
     exp = "(N, " + ", ".join("?" if e is None else str(e) for e in expected) + ")"
     if len(got) != len(expected):
         hint = ""
-        if len(expected) == 3 and len(got) == 3 and got[0] == expected[-1]:
-            hint = "; this looks channels-first: transpose with x.transpose(0, 2, 3, 1)"
-        raise InputError(f"inputs have shape {shape}, expected {exp}{hint}")
+        if _fits((0, *shape), expected):
+            hint = "; this looks like one sample without the batch axis: pass x[None]"
+        raise InputError(
+            f"inputs have shape {shape}, expected {exp} (rank {len(expected) + 1}, got rank "
+            f"{len(shape)}){hint}"
+        )
+    if _fits(shape, expected):
+        return
+    if len(expected) == 3 and _fits((0, got[1], got[2], got[0]), expected):
+        raise InputError(
+            f"inputs have shape {shape}, expected {exp}; this looks channels-first (N, C, H, W): "
+            "transpose with x.transpose(0, 2, 3, 1) (innersight takes channels-last arrays, "
+            "whatever the framework)"
+        )
     for axis, (g, e) in enumerate(zip(got, expected)):
         if e is not None and g != e:
-            hint = ""
             if len(expected) == 3 and axis == 2:
-                hint = " (wrong channel count"
-                hint += (
-                    "; channels-first data? transpose with x.transpose(0, 2, 3, 1))"
-                    if got[0] == e
-                    else ")"
-                )
-            raise InputError(f"inputs have shape {shape}, expected {exp}{hint}")
+                what = f"wrong channel count: {g} instead of {e}"
+            elif len(expected) == 3:
+                what = f"wrong spatial size: {got[0]}x{got[1]} instead of {_size(expected)}"
+            else:
+                what = f"axis {axis + 1} has {g} entries instead of {e}"
+            raise InputError(f"inputs have shape {shape}, expected {exp} ({what})")
+
+
+def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    """True when ``shape[1:]`` matches ``expected`` (None matching anything)."""
+    return len(shape) - 1 == len(expected) and all(
+        e is None or g == e for g, e in zip(shape[1:], expected)
+    )
+
+
+def _size(expected: tuple[int | None, ...]) -> str:
+    return "x".join("?" if e is None else str(e) for e in expected[:2])
 
 
 class BaseAdapter:

@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.activation_grid",
     "innersight.plugins.saliency",
     "innersight.plugins.guided_backprop",
+    "innersight.plugins.occlusion",
 )
 
 

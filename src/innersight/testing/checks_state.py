@@ -41,13 +41,21 @@ def _message(where: str) -> str:
 
 
 @contextmanager
-def torch_injector(model: Any, error: type[BaseException]) -> Iterator[None]:
-    """A forward hook on the last leaf module of ``model`` raises ``error``; removed on exit."""
+def torch_injector(model: Any, error: type[BaseException], *, after: int = 0) -> Iterator[None]:
+    """A forward hook on the last leaf module of ``model`` raises ``error``; removed on exit.
+
+    ``after`` passes reach the last leaf unharmed before one fails, so
+    ``functools.partial(torch_injector, after=3)`` interrupts a multi-pass technique (occlusion,
+    SmoothGrad, Integrated Gradients) in the middle of its run, as a Ctrl-C would.
+    """
     leaves = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())]
     name, target = leaves[-1] if leaves else ("", model)
+    passes = [0]
 
     def hook(module: Any, args: Any, output: Any) -> None:
-        raise error(_message(f"torch module {name or '<root>'!r}"))
+        passes[0] += 1
+        if passes[0] > after:
+            raise error(_message(f"torch module {name or '<root>'!r} (pass {passes[0]})"))
 
     handle = target.register_forward_hook(hook)
     try:
@@ -121,9 +129,11 @@ def _default_factory(model: Any) -> Callable[[], Any]:
         return lambda: ReferenceAdapter(model.network)
     if isinstance(model, ReferenceNetwork):
         return lambda: ReferenceAdapter(model)
-    import innersight
+    from innersight.core.manager import get_plugin_manager
 
-    return lambda: innersight.wrap(model)
+    # Not innersight.wrap: it returns a cached adapter whose functions were traced before the
+    # injector was installed.
+    return lambda: get_plugin_manager().wrap(model, {})
 
 
 def _ops(adapter: Any, x: np.ndarray, *, failing: bool) -> list[tuple[str, Callable[[], Any]]]:
@@ -213,7 +223,7 @@ def check_state_preserved(
     the model is unchanged (weights, hooks, training flags, requires_grad, ``.grad``, layer
     list, attributes). Then, for ``RuntimeError`` and ``KeyboardInterrupt`` raised inside the
     forward pass by ``inject`` (default: :func:`default_injector`), on a FRESH adapter from
-    ``make_adapter`` (default: ``innersight.wrap(model)``): the error surfaces (KeyboardInterrupt
+    ``make_adapter`` (default: a new adapter from the plugin manager, bypassing ``wrap``'s cache): the error surfaces (KeyboardInterrupt
     as itself), and the model is unchanged apart from the injector's own hook while it is
     active, and entirely once it is removed. ``inject=False`` skips the forced errors.
     """

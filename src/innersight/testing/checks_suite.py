@@ -132,6 +132,7 @@ def _fresh_factory(given: Any, native: Any, options: Mapping[str, Any]) -> Calla
         return lambda: ReferenceAdapter(native)
     if isinstance(given, ModelAdapter) and native is given:
         return lambda: given  # nothing to re-wrap: reuse the adapter
-    import innersight
+    from innersight.core.manager import get_plugin_manager
 
-    return lambda: innersight.wrap(native, **options)
+    # A new adapter each time, not innersight.wrap's cached one (traced before the injector).
+    return lambda: get_plugin_manager().wrap(native, options)

@@ -1,0 +1,253 @@
+"""Occlusion (Zeiler & Fergus, 2014): how much the target score drops when a patch is hidden.
+
+Each window of a grid over the image is in turn replaced by the ``baseline`` and the occluded
+image is scored. A pixel's value is the mean, over the windows that cover it, of
+``score(original) - score(occluded)``: the definition Captum's ``Occlusion`` uses. Positive values
+mark pixels whose hiding lowers the target score.
+
+Window positions: along each axis the top-left corners are ``0, stride, 2*stride, ...`` while
+``corner + window <= size``, plus one last window flush with the bottom (right) edge when that
+regular grid leaves the last rows (columns) uncovered. ``stride <= window`` is required, so every
+pixel is covered by at least one window. Example: 12 pixels, window 5, stride 4 -> corners 0, 4
+and 7. The windows of an image are the product of its row and column corners.
+
+Speed: the occluded images of all inputs form one stream of (image, window) items, built lazily
+chunk by chunk and scored by batched forwards under the memory budget
+(:class:`~innersight.core.BatchPlanner`), so small images still fill batches. The per-pixel sums
+are matrix products of the window coverage indicators, not loops over pixels or windows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from innersight.core import (
+    BatchPlanner,
+    Explanation,
+    InputError,
+    ModelAdapter,
+    Technique,
+    bytes_per_sample,
+    hookimpl,
+    objectives,
+    resolve_target,
+)
+from innersight.plugins._windows import (
+    check_geometry,
+    coverage,
+    make_baseline,
+    pair,
+    window_corners,
+)
+
+SCORES = ("logit", "probability")
+
+
+class Occlusion(Technique):
+    """Occlusion sensitivity: the drop in the target score when each window is hidden."""
+
+    name = "occlusion"
+    summary = "Drop in the target score when a sliding window of the input is hidden."
+    requires = frozenset({"forward"})
+
+    def explain(
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray,
+        *,
+        target: int | list[int] | None = None,
+        window: int | tuple[int, int] = 15,
+        stride: int | tuple[int, int] = 8,
+        baseline: float | str | np.ndarray = 0.0,
+        score: str = "logit",
+        batch_size: int | str = "auto",
+        progress: bool | Callable[[int, int], Any] | None = None,
+    ) -> Explanation:
+        """Args:
+        target: class per sample (an int, one int per sample, or None: the predicted class).
+        window: occluded patch size, an int or (h, w).
+        stride: step between window corners, an int or (h, w), at most the window.
+        baseline: what hides a window: a number, "mean" (each image's per-channel mean),
+            "blur" (a box blur of the image, its box the window size), or an (H, W, C) array.
+        score: "logit" (the model outputs as given) or "probability" (softmax of the outputs;
+            outputs that already are probabilities are used as they are, see meta).
+        batch_size: occluded images per forward, or "auto" (timed, within the memory budget).
+        progress: None (a bar on a terminal), False (silent), True, or a callback(done, total).
+
+        Returns:
+            A ``heatmap`` Explanation: values (N, H, W) float32. ``meta`` holds ``target``,
+            ``score`` (the unoccluded score per sample), ``score_source`` (how outputs became
+            scores), ``windows`` (per image), ``forwards`` (batched forwards run for scoring;
+            resolving ``target=None`` takes one more), ``batch_size`` (the chunk size most of
+            them used) and the window corners ``window_rows``, ``window_cols`` and
+            ``window_positions`` ([row, col] of every window, in scoring order).
+        """
+        if inputs.ndim != 4:
+            raise InputError(
+                f"occlusion needs a batch of images (N, H, W, C), got shape {inputs.shape}; "
+                "add a channel axis to grayscale images with x[..., None]"
+            )
+        if score not in SCORES:
+            raise InputError(f"score={score!r} is unknown; use 'logit' or 'probability'")
+        win, step = pair(window, "window"), pair(stride, "stride")
+        check_geometry(win, step, inputs.shape[1:3])
+        base = make_baseline(baseline, inputs, win)
+        targets = resolve_target(model, inputs, target)
+        run = _Run(model, inputs, targets, batch_size)
+        original = run.originals(score)
+        rows = window_corners(inputs.shape[1], win[0], step[0])
+        cols = window_corners(inputs.shape[2], win[1], step[1])
+        occluded = run.occluded(base, rows, cols, win, progress)
+        drops = original[:, None] - occluded.reshape(len(inputs), len(rows) * len(cols))
+        values = _window_means(
+            drops.reshape(len(inputs), len(rows), len(cols)), rows, cols, win, inputs.shape[1:3]
+        )
+        return Explanation(
+            technique=self.name,
+            kind="heatmap",
+            values=values.astype(np.float32),
+            inputs=inputs,
+            params={
+                "target": targets.tolist(),
+                "window": list(win),
+                "stride": list(step),
+                "baseline": np.array(baseline, np.float32)  # a copy, not the caller's array
+                if isinstance(baseline, (np.ndarray, list, tuple))
+                else baseline,
+                "score": score,
+                "batch_size": batch_size,
+            },
+            meta={
+                "target": targets.tolist(),
+                "score": original.tolist(),
+                "score_source": run.source,
+                "windows": len(rows) * len(cols),
+                "forwards": run.forwards,
+                "batch_size": run.batch_size(),
+                "window_rows": rows.tolist(),
+                "window_cols": cols.tolist(),
+                "window_positions": [[int(r), int(c)] for r in rows for c in cols],
+            },
+        )
+
+
+def _window_means(
+    drops: np.ndarray, rows: np.ndarray, cols: np.ndarray, win: tuple[int, int], hw: Any
+) -> np.ndarray:
+    """(N, rows, cols) score drops -> (N, H, W) mean over the windows covering each pixel.
+
+    The windows are the product of row and column corners, so the per-pixel sum is
+    ``R.T @ drops @ C`` with R, C the (corners, size) coverage indicators, and the count the
+    outer product of their column sums.
+    """
+    cover_r, cover_c = coverage(rows, win[0], hw[0]), coverage(cols, win[1], hw[1])
+    sums = cover_r.T @ (drops @ cover_c)
+    counts = np.outer(cover_r.sum(axis=0), cover_c.sum(axis=0))
+    return sums / counts
+
+
+class _Run:
+    """The forwards of one explain call: scoring, batching, and what to report about them."""
+
+    def __init__(
+        self, model: ModelAdapter, inputs: np.ndarray, targets: np.ndarray, batch_size: int | str
+    ) -> None:
+        self.model, self.inputs, self.targets = model, inputs, targets
+        self.batch_size_arg = batch_size
+        self.forwards = 0
+        self.source = "outputs"
+        self._transform: str | None = None
+        self._sizes: Counter[int] = Counter()
+        shapes = [info.output_shape for info in model.layers()]
+        # input + every layer output, plus the occluded copy, its mask and the gathered baseline
+        self.per_sample = bytes_per_sample(inputs.shape[1:], shapes) + 3 * inputs[0].nbytes
+        self.key = ("occlusion", model.backend, type(model).__name__, model.name, inputs.shape[1:])
+
+    def originals(self, score: str) -> np.ndarray:
+        """Scores of the unoccluded inputs; fixes how outputs become scores for the whole run."""
+        outputs = self._map(lambda a, b: self._outputs(self.inputs[a:b]), len(self.inputs), False)
+        if score == "probability":
+            self._transform, self.source = _probability_transform(outputs)
+        elif _looks_like_probabilities(outputs):
+            self.source = "outputs (they look like probabilities: the model ends in a softmax)"
+        return self._select(outputs, self.targets)
+
+    def occluded(
+        self,
+        base: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        win: tuple[int, int],
+        progress: Any,
+    ) -> np.ndarray:
+        """Scores of every (image, window) item, image-major, as one batched stream."""
+        per_image = len(rows) * len(cols)
+        height, width = np.arange(self.inputs.shape[1]), np.arange(self.inputs.shape[2])
+
+        def chunk(start: int, stop: int) -> np.ndarray:
+            image, k = np.divmod(np.arange(start, stop), per_image)
+            r, c = rows[k // len(cols)], cols[k % len(cols)]
+            in_rows = (height >= r[:, None]) & (height < r[:, None] + win[0])
+            in_cols = (width >= c[:, None]) & (width < c[:, None] + win[1])
+            mask = (in_rows[:, :, None] & in_cols[:, None, :])[..., None]
+            batch = np.where(mask, base[image], self.inputs[image])
+            self._sizes[stop - start] += 1
+            return self._select(self._outputs(batch), self.targets[image])
+
+        return self._map(chunk, len(self.inputs) * per_image, progress, desc="occlusion")
+
+    def batch_size(self) -> int:
+        """The chunk size most occlusion forwards ran with (ties: the larger)."""
+        return max(self._sizes, key=lambda s: (self._sizes[s], s)) if self._sizes else 0
+
+    def _map(self, fn: Any, total: int, progress: Any, desc: str = "") -> np.ndarray:
+        return BatchPlanner().map(
+            fn,
+            total,
+            per_sample=self.per_sample,
+            batch_size=self.batch_size_arg,
+            key=self.key,
+            progress=progress,
+            desc=desc,
+        )
+
+    def _outputs(self, x: np.ndarray) -> np.ndarray:
+        self.forwards += 1
+        out = np.asarray(self.model.forward(x).outputs, dtype=np.float64)
+        return out.reshape(len(x), -1)
+
+    def _select(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        if self._transform == "softmax":
+            shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+            outputs = shifted / shifted.sum(axis=1, keepdims=True)
+        elif self._transform == "sigmoid":
+            outputs = 1.0 / (1.0 + np.exp(-outputs))
+        return objectives.evaluate(objectives.Logit(targets), outputs, {})
+
+
+def _looks_like_probabilities(outputs: np.ndarray) -> bool:
+    return bool(
+        outputs.shape[1] > 1
+        and np.all(outputs >= 0)
+        and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4)
+    )
+
+
+def _probability_transform(outputs: np.ndarray) -> tuple[str | None, str]:
+    """How score="probability" turns outputs into probabilities, and how meta says so."""
+    if _looks_like_probabilities(outputs):
+        return None, "outputs used as they are (already probabilities: non-negative, rows sum to 1)"
+    if outputs.shape[1] == 1:
+        if np.all((outputs >= 0) & (outputs <= 1)):
+            return None, "outputs used as they are (one output in [0, 1]: already a probability)"
+        return "sigmoid", "sigmoid of the single output"
+    return "softmax", "softmax of the outputs"
+
+
+@hookimpl
+def innersight_register_techniques() -> Any:
+    yield Occlusion()
