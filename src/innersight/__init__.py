@@ -26,6 +26,7 @@ from innersight.core.errors import (
 )
 from innersight.core.manager import get_plugin_manager
 from innersight.core.technique import Explanation, Technique
+from innersight.loading import load_class_names, load_images, load_model
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,9 @@ __all__ = [
     "explain",
     "get_plugin_manager",
     "layers",
+    "load_class_names",
+    "load_images",
+    "load_model",
     "objectives",
     "techniques",
     "wrap",
