@@ -149,13 +149,13 @@ def test_torchscript_relu_is_reported_not_silently_plain(small_weights, images):
     with pytest.raises(
         CapabilityError,
         match=r"relu='guided': 3 ReLU call\(s\) in torch model "
-        r"RecursiveScriptModule ran outside Python.*use relu='plain'",
+        r"Sequential ran outside Python.*use relu='plain'",
     ):
         adapter.value_and_grad(images, O.Logit(0), relu="guided")
     with pytest.raises(
         CapabilityError,
-        match=r"RecursiveScriptModule is a TorchScript module, "
-        r"which takes no hooks.*wrap the eager \(un-scripted\) model",
+        match=r"Conv2d is a TorchScript module, "
+        r"which takes no hooks.*need the eager model.*saliency, occlusion, ...\) work",
     ):
         adapter.forward(images, taps=["conv1"])
 

@@ -32,7 +32,8 @@ __all__ = ["Hook", "StopForward", "call_model", "channels_first_hint", "eval_mod
 # Messages of torch errors that mean "this input does not fit the model".
 _SHAPE_ERROR = re.compile(
     r"channels|shape|size mismatch|sizes? of tensor|must match|Expected .*(input|dim)|"
-    r"dimension|weight of size|cannot be multiplied|Kernel size can't be greater",
+    r"dimension|weight of size|cannot be multiplied|Kernel size can't be greater|"
+    r"Output size is too small",
     re.IGNORECASE,
 )
 
@@ -83,9 +84,11 @@ def hooked(hooks: Sequence[Hook]) -> Iterator[None]:
 def _no_script(module: nn.Module) -> None:
     if isinstance(module, torch.jit.ScriptModule):
         raise CapabilityError(
-            f"{type(module).__name__} is a TorchScript module, which takes no hooks: innersight "
-            "cannot read its layers; wrap the eager (un-scripted) model to tap layers or use "
-            "Channel/Neuron objectives (Logit gradients of a scripted model work)"
+            f"{getattr(module, 'original_name', type(module).__name__)} is a TorchScript module, "
+            "which takes no hooks: innersight cannot read its layers, so layer taps and "
+            "Channel/Neuron objectives (activation grids, filter maximization, Grad-CAM, "
+            "embeddings) need the eager model (load it from a 'package.module:callable' spec "
+            "with --weights); output-gradient techniques (saliency, occlusion, ...) work"
         )
 
 
