@@ -55,6 +55,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.saliency",
     "innersight.plugins.guided_backprop",
     "innersight.plugins.occlusion",
+    "innersight.plugins.smoothgrad",
+    "innersight.plugins.integrated_gradients",
+    "innersight.plugins.grad_cam",
 )
 
 

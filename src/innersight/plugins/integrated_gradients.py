@@ -1,0 +1,387 @@
+"""Integrated Gradients (Sundararajan et al., 2017): gradients integrated along a straight path.
+
+``IG(x) = (x - b) * integral_0^1 grad score(b + a (x - b)) da`` for a baseline ``b``. The
+attributions add up to ``score(x) - score(b)`` (completeness) up to the quadrature error, which
+``meta["completeness"]`` reports per sample.
+
+Quadrature (``method``):
+
+* ``"adaptive"`` (default): the trapezoid rule on a grid that starts with ``steps`` evenly spaced
+  points and is refined where it is wrong. Along the path the exact integral of the directional
+  derivative over an interval is known: it is the score difference of its ends. Intervals whose
+  trapezoid estimate misses it by more than their share of ``tolerance * |score(x) - score(b)|``
+  are bisected, round after round, until the misses add up to less than that (or ``max_steps``
+  points are spent; a RuntimeWarning says so). Bisecting shrinks the weights of the two old
+  neighbours, whose gradients are evaluated once more at the end to correct their share.
+  ReLU/max-pool networks have gradients that jump along the path, so a fixed grid converges
+  only like 1/steps: on the test suite's small net 1000 even steps still leave one sample in
+  ten above 1% error, while refining at the jumps meets 1% for every sample with a median of
+  160 points (about 300 gradients with the corrections).
+* ``"riemann_trapezoid"``, ``"riemann_midpoint"``, ``"gauss_legendre"``: fixed rules with
+  ``steps`` points (Gauss-Legendre suits smooth models: tanh, GELU).
+
+Every gradient streams through :class:`~innersight.core.BatchPlanner`. Sums are accumulated in
+float64 in a fixed order, so the batch size does not change the result.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any, Union
+
+import numpy as np
+
+from innersight.core import (
+    BatchPlanner,
+    Explanation,
+    InputError,
+    ModelAdapter,
+    Technique,
+    bytes_per_sample,
+    hookimpl,
+    objectives,
+    resolve_target,
+)
+
+ProgressArg = Union[bool, None, Callable[[int, int], Any]]
+BaselineArg = Union[float, str, np.ndarray]
+METHODS = ("adaptive", "riemann_trapezoid", "riemann_midpoint", "gauss_legendre")
+REDUCTIONS = ("sum", "mean", None)
+DEFAULT_TOLERANCE, DEFAULT_MAX_STEPS, MAX_ROUNDS = 0.01, 1000, 30
+
+
+def _int_at_least(value: Any, least: int, what: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise InputError(f"{what} must be an int >= {least}, got {value!r}; pass e.g. {example}")
+    return int(value)
+
+
+def trapezoid_weights(nodes: np.ndarray) -> np.ndarray:
+    """Trapezoid weights of sorted ``nodes`` spanning [0, 1] (a node's weight depends only on
+    its neighbours, so refining elsewhere leaves it bit-identical)."""
+    h = np.diff(nodes)
+    weights = np.zeros(len(nodes))
+    weights[:-1] += h / 2
+    weights[1:] += h / 2
+    return weights
+
+
+def fixed_rule(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of a fixed rule; nodes 0 and 1 are alpha=0 and alpha=1 (weight 0 where
+    the rule has no end points), so every rule measures score(b) and score(x)."""
+    if method == "riemann_trapezoid":
+        nodes = np.linspace(0.0, 1.0, steps)
+        order = np.r_[0, steps - 1, 1 : steps - 1]
+        return nodes[order], trapezoid_weights(nodes)[order]
+    if method == "riemann_midpoint":
+        nodes, weights = (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    else:
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        nodes, weights = (nodes + 1) / 2, weights / 2
+    return np.r_[0.0, 1.0, nodes], np.r_[0.0, 0.0, weights]
+
+
+def resolve_baseline(baseline: Any, inputs: np.ndarray) -> np.ndarray:
+    """The (N, ...) float32 baseline: a number, "mean" (each image's mean colour) or an array
+    shaped like one input or like the whole batch."""
+    if isinstance(baseline, str):
+        if baseline != "mean":
+            raise InputError(
+                f"baseline={baseline!r} is unknown; pass a number (e.g. 0.0), 'mean' (each "
+                "image's mean colour) or an array shaped like one input"
+            )
+        axes = tuple(range(1, inputs.ndim - 1)) or (1,)
+        mean = inputs.mean(axis=axes, keepdims=True, dtype=np.float64)
+        return np.broadcast_to(mean, inputs.shape).astype(np.float32)
+    try:
+        if isinstance(baseline, bool):
+            raise TypeError
+        arr = np.asarray(baseline, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"baseline must be a number, 'mean' or an array shaped like one input, got "
+            f"{type(baseline).__name__}"
+        ) from err
+    if arr.ndim == 0 or arr.shape == inputs.shape[1:]:
+        arr = np.broadcast_to(arr, inputs.shape)
+    elif arr.shape != inputs.shape:
+        raise InputError(
+            f"baseline has shape {arr.shape}; expected one input's shape {inputs.shape[1:]} or one "
+            f"per input {inputs.shape}, or pass a number or 'mean'"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise InputError("baseline contains NaN or Inf values; pass finite numbers")
+    return np.array(arr, dtype=np.float32)
+
+
+class _Path:
+    """Gradients along the straight paths of a batch, streamed, summed into ``total`` with
+    weights. A progress callback sees ``(done, total)`` counted over every pass."""
+
+    def __init__(
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray,
+        base: np.ndarray,
+        targets: np.ndarray,
+        map_options: dict[str, Any],
+    ) -> None:
+        self.model, self.inputs, self.base, self.targets = model, inputs, base, targets
+        self.delta = inputs.astype(np.float64) - base.astype(np.float64)
+        self.total = np.zeros(inputs.shape, dtype=np.float64)
+        self.evaluations = 0
+        shapes = [info.output_shape for info in model.layers()]
+        self.per_sample = bytes_per_sample(inputs.shape[1:], shapes, grads=True)
+        self.key = ("value_and_grad", model.backend, model.name, inputs.shape[1:])
+        self.map_options = map_options
+
+    def run(
+        self, owner: np.ndarray, alpha: np.ndarray, weight: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and directional derivatives ``grad . (x - b)`` at ``b + alpha (x - b)``;
+        ``weight * grad`` is added to ``total`` of each item's sample."""
+        trailing = (1,) * (self.inputs.ndim - 1)
+
+        def chunk(start: int, stop: int) -> np.ndarray:
+            o, a = owner[start:stop], alpha[start:stop]
+            batch = (self.base[o] + a.reshape((-1, *trailing)) * self.delta[o]).astype(np.float32)
+            batch[a == 1.0] = self.inputs[o[a == 1.0]]  # the input itself, bit for bit
+            scores, grads = self.model.value_and_grad(batch, objectives.Logit(self.targets[o]))
+            g = np.asarray(grads, dtype=np.float64)
+            for row, i in enumerate(o):  # item order, whatever the chunking
+                if weight[start + row]:
+                    self.total[i] += weight[start + row] * g[row]
+            slope = (g * self.delta[o]).reshape(len(o), -1).sum(axis=1)
+            return np.stack([np.asarray(scores, dtype=np.float64), slope], axis=1)
+
+        options = dict(self.map_options)
+        progress, done = options.pop("progress"), self.evaluations
+        if callable(progress):
+            options["progress"] = lambda d, t: progress(done + d, done + t)
+        else:
+            options["progress"] = progress
+        out = BatchPlanner().map(
+            chunk, len(owner), per_sample=self.per_sample, key=self.key, **options
+        )
+        self.evaluations += len(owner)
+        return out[:, 0], out[:, 1]
+
+
+class _Grid:
+    """One sample's adaptive trapezoid grid: nodes, scores ``f``, directional derivatives ``s``
+    and the weight each node's gradient was summed with."""
+
+    def __init__(self, nodes: np.ndarray, f: np.ndarray, s: np.ndarray) -> None:
+        self.nodes, self.f, self.s = nodes, f, s
+        self.used = trapezoid_weights(nodes)
+
+    def misses(self) -> np.ndarray:
+        """Per interval: exact integral (score difference) minus the trapezoid estimate."""
+        return np.diff(self.f) - np.diff(self.nodes) * (self.s[1:] + self.s[:-1]) / 2
+
+    def budget(self, tolerance: float) -> float:
+        return tolerance * abs(self.f[-1] - self.f[0])
+
+    def converged(self, tolerance: float) -> bool:
+        return bool(np.abs(self.misses()).sum() <= self.budget(tolerance))
+
+    def refine(self, tolerance: float, room: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bisect the intervals that miss by more than their share (worst first, at most
+        ``room``); returns the new nodes and their weights, leaving ``f``/``s`` NaN there."""
+        miss = np.abs(self.misses())
+        worst = np.argsort(-miss, kind="stable")
+        split = np.sort(worst[miss[worst] > self.budget(tolerance) / len(miss)][:room])
+        mids = (self.nodes[split] + self.nodes[split + 1]) / 2
+        at = split + 1
+        self.nodes = np.insert(self.nodes, at, mids)
+        fresh = at + np.arange(len(at))
+        weights = trapezoid_weights(self.nodes)[fresh]
+        self.f, self.s = np.insert(self.f, at, np.nan), np.insert(self.s, at, np.nan)
+        self.used = np.insert(self.used, at, weights)
+        return mids, weights
+
+    def fill(self, f: np.ndarray, s: np.ndarray) -> None:
+        holes = np.isnan(self.f)
+        self.f[holes], self.s[holes] = f, s
+
+    def top_up(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes whose weight shrank when a neighbouring interval was split, and by how much
+        (negative) their gradient's weight must change."""
+        change = trapezoid_weights(self.nodes) - self.used
+        moved = np.nonzero(change)[0]
+        return self.nodes[moved], change[moved]
+
+
+def adaptive(path: _Path, steps: int, tolerance: float, max_steps: int) -> list[_Grid]:
+    """Start from ``steps`` even points, bisect where the trapezoid misses, then correct the
+    weights of the neighbours of new points (one more gradient each)."""
+    n = len(path.inputs)
+    start = np.linspace(0.0, 1.0, steps)
+    owner = np.repeat(np.arange(n), steps)
+    f, s = path.run(owner, np.tile(start, n), np.tile(trapezoid_weights(start), n))
+    grids = [_Grid(start, f[owner == i], s[owner == i]) for i in range(n)]
+    for _ in range(MAX_ROUNDS):
+        todo: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for i, grid in enumerate(grids):
+            room = max_steps - len(grid.nodes)
+            if room > 0 and not grid.converged(tolerance):
+                todo.append((i, *grid.refine(tolerance, room)))
+        if not todo:
+            break
+        owner = np.concatenate([np.full(len(mids), i) for i, mids, _ in todo])
+        alpha = np.concatenate([mids for _, mids, _ in todo])
+        f, s = path.run(owner, alpha, np.concatenate([w for _, _, w in todo]))
+        for i, _, _ in todo:
+            grids[i].fill(f[owner == i], s[owner == i])
+    fixes = [(i, *grid.top_up()) for i, grid in enumerate(grids)]
+    owner = np.concatenate([np.full(len(nodes), i) for i, nodes, _ in fixes])
+    if len(owner):
+        alpha = np.concatenate([nodes for _, nodes, _ in fixes])
+        path.run(owner, alpha, np.concatenate([w for _, _, w in fixes]))
+    return grids
+
+
+def _reduce(values: np.ndarray, how: str | None) -> np.ndarray:
+    if how is None or values.ndim < 4:  # vectors (N, D) have no channels
+        return values
+    return values.sum(axis=-1) if how == "sum" else values.mean(axis=-1)
+
+
+def _check_method(
+    method: Any, steps: Any, tolerance: Any, max_steps: Any
+) -> tuple[int, float | None, int | None]:
+    if method not in METHODS:
+        raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}")
+    steps = _int_at_least(steps, 1 if method in METHODS[2:] else 2, "steps", "steps=50")
+    if method != "adaptive":
+        if tolerance is not None or max_steps is not None:
+            raise InputError(
+                f"tolerance and max_steps apply to method='adaptive' only, got method={method!r}; "
+                "drop them or use method='adaptive'"
+            )
+        return steps, None, None
+    if tolerance is None:
+        tolerance = DEFAULT_TOLERANCE
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, numbers.Real)
+        or not (0 < tolerance < 1)
+    ):
+        raise InputError(
+            f"tolerance must be a number between 0 and 1 (the completeness error allowed, "
+            f"relative to |score(x) - score(baseline)|), got {tolerance!r}; pass e.g. 0.01"
+        )
+    max_steps = max(DEFAULT_MAX_STEPS, steps) if max_steps is None else max_steps
+    max_steps = _int_at_least(max_steps, steps, "max_steps", f"max_steps={max(1000, steps)}")
+    return steps, float(tolerance), max_steps
+
+
+class IntegratedGradients(Technique):
+    """Signed attributions that add up to score(x) - score(baseline)."""
+
+    name = "integrated_gradients"
+    summary = "Gradients integrated along the path from a baseline to the input (signed)."
+    requires = frozenset({"input_gradients"})
+
+    def explain(
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray,
+        *,
+        target: int | list[int] | None = None,
+        baseline: BaselineArg = 0.0,
+        steps: int = 50,
+        method: str = "adaptive",
+        tolerance: float | None = None,
+        max_steps: int | None = None,
+        batch_size: int | str = "auto",
+        progress: ProgressArg = None,
+        reduce_channels: str | None = None,
+    ) -> Explanation:
+        """Args:
+        target: class per sample (an int, one int per sample, or None: the predicted class).
+        baseline: a number (a constant image; default 0.0, black), "mean" (each image's mean
+            colour), or an array shaped like one input or like the batch.
+        steps: points on the path (for "adaptive": the starting grid).
+        method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint" or
+            "gauss_legendre" (see the module docstring).
+        tolerance: "adaptive" only: completeness error allowed, relative to
+            |score(x) - score(baseline)| (default 0.01).
+        max_steps: "adaptive" only: most points per sample (default 1000).
+        batch_size: path points per gradient call, or "auto" (timed, under the memory budget).
+        progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
+        reduce_channels: None (default, keep (N, H, W, C)), "sum" (keeps completeness) or
+            "mean".
+        """
+        steps, tolerance, max_steps = _check_method(method, steps, tolerance, max_steps)
+        if reduce_channels not in REDUCTIONS:
+            raise InputError(
+                f"reduce_channels={reduce_channels!r} is unknown; use 'sum', 'mean' or None"
+            )
+        base = resolve_baseline(baseline, inputs)
+        targets = resolve_target(model, inputs, target)
+        options = {"batch_size": batch_size, "progress": progress, "desc": self.name}
+        path = _Path(model, inputs, base, targets, options)
+        meta: dict[str, Any] = {"target": targets.tolist()}
+        if method == "adaptive":
+            grids = adaptive(path, steps, float(tolerance or 0), int(max_steps or 0))
+            ends = np.array([[g.f[0], g.f[-1]] for g in grids])
+            meta["points"] = [len(g.nodes) for g in grids]
+            meta["converged"] = [g.converged(float(tolerance or 0)) for g in grids]
+            if not all(meta["converged"]):
+                warnings.warn(
+                    f"integrated_gradients: {meta['converged'].count(False)} of {len(grids)} "
+                    f"samples missed tolerance={tolerance} within max_steps={max_steps} points; "
+                    "raise max_steps (see meta['completeness'] for the errors)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        else:
+            nodes, weights = fixed_rule(method, steps)
+            n, k = len(inputs), len(nodes)
+            f, _ = path.run(np.repeat(np.arange(n), k), np.tile(nodes, n), np.tile(weights, n))
+            ends = f.reshape(n, k)[:, :2]
+        attributions = path.delta * path.total
+        meta.update(
+            score=ends[:, 1].tolist(),
+            baseline_score=ends[:, 0].tolist(),
+            completeness=_completeness(attributions, ends[:, 1] - ends[:, 0]),
+            gradient_evaluations=path.evaluations,
+        )
+        return Explanation(
+            technique=self.name,
+            kind="heatmap",
+            values=_reduce(attributions.astype(np.float32), reduce_channels),
+            inputs=inputs,
+            params={
+                "target": targets.tolist(),
+                "baseline": baseline,
+                "steps": steps,
+                "method": method,
+                "tolerance": tolerance,
+                "max_steps": max_steps,
+                "reduce_channels": reduce_channels,
+            },
+            meta=meta,
+        )
+
+
+def _completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict[str, float]]:
+    """Per sample: the attributions' sum, score(x) - score(baseline), and
+    ``|sum - diff| / |diff|`` (the denominator floored at 1e-12)."""
+    sums = attributions.reshape(len(attributions), -1).sum(axis=1)
+    return [
+        {
+            "sum_attr": float(s),
+            "score_diff": float(d),
+            "relative_error": float(abs(s - d) / max(abs(d), 1e-12)),
+        }
+        for s, d in zip(sums, score_diff)
+    ]
+
+
+@hookimpl
+def innersight_register_techniques() -> Any:
+    yield IntegratedGradients()
