@@ -16,6 +16,7 @@ from innersight.core.adapter import (
     ModelAdapter,
     check_input_array,
 )
+from innersight.core.ascent import AscentOptions, image_shape, run_targets
 from innersight.core.batching import BatchPlanner, Progress, bytes_per_sample
 from innersight.core.errors import (
     BackendNotFoundError,
@@ -30,10 +31,15 @@ from innersight.core.errors import (
 )
 from innersight.core.manager import get_plugin_manager
 from innersight.core.markers import hookimpl, hookspec
+from innersight.core.optimize import Ascent, ascend, l2_penalty, model_objective
+from innersight.core.param import make_param
 from innersight.core.render import Renderer
 from innersight.core.technique import Explanation, Technique, resolve_target
+from innersight.core.transforms import RandomTransforms
 
 __all__ = [
+    "Ascent",
+    "AscentOptions",
     "BackendNotFoundError",
     "BaseAdapter",
     "BatchPlanner",
@@ -50,14 +56,21 @@ __all__ = [
     "PluginConflictError",
     "PluginLoadError",
     "Progress",
+    "RandomTransforms",
     "Renderer",
     "Technique",
     "TechniqueNotFoundError",
+    "ascend",
     "bytes_per_sample",
     "check_input_array",
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
+    "image_shape",
+    "l2_penalty",
+    "make_param",
+    "model_objective",
     "objectives",
     "resolve_target",
+    "run_targets",
 ]

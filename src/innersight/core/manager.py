@@ -58,6 +58,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.smoothgrad",
     "innersight.plugins.integrated_gradients",
     "innersight.plugins.grad_cam",
+    "innersight.plugins.filter_maximization",
+    "innersight.plugins.class_maximization",
+    "innersight.plugins.embeddings",
 )
 
 

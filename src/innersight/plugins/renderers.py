@@ -138,11 +138,25 @@ class ImageSetRenderer(Renderer):
 
 
 class EmbeddingRenderer(Renderer):
-    """2-D embeddings: a scatter coloured by label, with a legend (needs matplotlib)."""
+    """2-D embeddings: a scatter coloured by label, with a legend (needs matplotlib).
+
+    Labels come from ``meta["labels"]``; classes get ``tab10``/``tab20`` colours in sorted label
+    order. ``thumbnails`` (default: the explanation's ``params["thumbnails"]``) draws up to
+    ``max_thumbnails`` of the inputs at their points, framed in their class colour, skipping
+    points too close to one already drawn.
+    """
 
     kind = "embedding"
 
-    def render(self, explanation: Explanation, *, size: float = 5.0, **options: Any) -> np.ndarray:
+    def render(
+        self,
+        explanation: Explanation,
+        *,
+        size: float = 5.0,
+        thumbnails: bool | None = None,
+        max_thumbnails: int = 64,
+        **options: Any,
+    ) -> np.ndarray:
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -155,17 +169,67 @@ class EmbeddingRenderer(Renderer):
         fig = Figure(figsize=(size, size), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
+        colours: list[Any] = ["tab:blue"] * len(points)
         if labels is None:
             ax.scatter(points[:, 0], points[:, 1], s=6)
         else:
             labels = np.asarray(labels)
-            for lab in np.unique(labels):
-                sel = labels == lab
-                ax.scatter(points[sel, 0], points[sel, 1], s=6, label=str(lab))
-            ax.legend(markerscale=2, fontsize="small", loc="best")
+            classes = np.unique(labels)
+            for i, lab in enumerate(classes):
+                sel = np.flatnonzero(labels == lab)
+                colour = class_colour(i, len(classes))
+                for k in sel:
+                    colours[k] = colour
+                ax.scatter(points[sel, 0], points[sel, 1], s=6, color=colour, label=str(lab))
+            if len(classes) <= 30:  # beyond, a legend would hide the map
+                ax.legend(markerscale=2, fontsize="small", loc="best")
+        if explanation.params.get("thumbnails", False) if thumbnails is None else thumbnails:
+            draw_thumbnails(ax, points, explanation.inputs, colours, max_thumbnails)
         ax.set_title(f"{explanation.technique} ({explanation.params.get('method', '')})")
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]
+
+
+def class_colour(index: int, count: int) -> Any:
+    """The colour of class ``index`` of ``count``: tab10, tab20, then evenly spaced hues."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return colormaps["tab10"](index)
+    if count <= 20:
+        return colormaps["tab20"](index)
+    return colormaps["hsv"](index / count)
+
+
+def draw_thumbnails(
+    ax: Any, points: np.ndarray, inputs: np.ndarray | None, colours: list[Any], limit: int
+) -> None:
+    """Inputs as small images at their points, at most ``limit``, none overlapping much."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    if inputs is None or np.ndim(inputs) != 4 or len(inputs) != len(points):
+        raise InputError(
+            "thumbnails need the inputs in the explanation (N, H, W, C), one per point; run the "
+            "technique with thumbnails=True (a data set's inputs are kept only then)"
+        )
+    span = np.ptp(points, axis=0)
+    unit = (points - points.min(axis=0)) / np.where(span > 0, span, 1)
+    chosen: list[int] = []
+    for i in np.random.default_rng(0).permutation(len(points)):
+        if len(chosen) >= limit:
+            break
+        if not chosen or np.min(np.sum((unit[chosen] - unit[i]) ** 2, axis=1)) > 0.1**2:
+            chosen.append(int(i))
+    shown = display_inputs(np.asarray(inputs)[chosen])
+    zoom = 20.0 / max(shown.shape[1:3])  # about 20 px per thumbnail at 100 dpi
+    for img, i in zip(shown, chosen):
+        box = AnnotationBbox(
+            OffsetImage(img, zoom=zoom, interpolation="nearest"),
+            tuple(points[i]),
+            pad=0.1,
+            bboxprops={"edgecolor": colours[i], "linewidth": 1.0},
+        )
+        ax.add_artist(box)
 
 
 @hookimpl

@@ -1,0 +1,180 @@
+"""Gradient ascent on images: the loop behind filter and class maximization.
+
+:func:`ascend` optimises a batch of images, one independent problem per sample (one filter or one
+class each), with ONE gradient call per step for the whole batch. It needs only a
+``value_and_grad(x) -> (values (N,), grads)`` function, typically :func:`model_objective`; the
+parameterisation (:mod:`innersight.core.param`) and the robustness transforms
+(:mod:`innersight.core.transforms`) are linear numpy maps with adjoints, so every backend gets the
+same algorithm. One step, per sample::
+
+    x     = P(params)                            # the image
+    v, g  = value_and_grad(T(x))                 # T: this step's random transform
+    v, g  = v - penalty(x), T^T g - grad penalty(x)
+    gp    = P^T g                                # gradient w.r.t. the parameters
+    params += lr * gp / (rms(gp) + eps)          # normalised step (Chollet's recipe)
+
+``rms(gp) = ||gp|| / sqrt(gp.size)`` per sample: the step has root-mean-square ``lr`` on every
+parameter whatever the image size or the objective's scale, so ``lr`` is the typical change of a
+pixel per step (in the model's input units for ``param="pixel"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from innersight.core.batching import Progress, ProgressArg
+from innersight.core.errors import InputError
+from innersight.core.param import make_param
+from innersight.core.transforms import RandomTransforms
+
+if TYPE_CHECKING:
+    from innersight.core.adapter import ModelAdapter
+    from innersight.core.objectives import Objective
+
+__all__ = ["Ascent", "ValueAndGrad", "ascend", "l2_penalty", "model_objective"]
+
+ValueAndGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``(x_subset, sample_rows) -> grads``: a fallback gradient for samples whose gradient is zero.
+Revive = Callable[[np.ndarray, np.ndarray], np.ndarray]
+ProgressLike = Union[ProgressArg, Progress]
+
+
+@dataclass
+class Ascent:
+    """What :func:`ascend` returns.
+
+    Attributes:
+        images: the final images (N, H, W, C), float32, in the model's input space.
+        initial: the objective (penalty included) of the starting images, untransformed, (N,).
+        final: the objective of ``images``, untransformed, (N,).
+        history: (steps, N) objective at every step, under that step's random transform.
+        frames: snapshots (N, H, W, C): the start, every ``snapshot_every`` steps, the end.
+        stalled: (N,) True where the objective's gradient was exactly zero at the last step:
+            a unit still off everywhere (``revive`` did not switch it on).
+        revived: (N,) number of steps on which ``revive`` supplied a non-zero gradient.
+    """
+
+    images: np.ndarray
+    initial: np.ndarray
+    final: np.ndarray
+    history: np.ndarray
+    frames: list[np.ndarray] = field(default_factory=list)
+    stalled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    revived: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def model_objective(model: ModelAdapter, objective: Objective) -> ValueAndGrad:
+    """``x -> model.value_and_grad(x, objective)`` as float64 arrays."""
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, grads = model.value_and_grad(np.asarray(x, dtype=np.float32), objective)
+        return np.asarray(values, dtype=np.float64), np.asarray(grads, dtype=np.float64)
+
+    return fn
+
+
+def l2_penalty(weight: float) -> ValueAndGrad:
+    """``x -> (weight * ||x||^2, 2 * weight * x)`` per sample: keeps generated images small."""
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return weight * np.sum(x * x, axis=tuple(range(1, x.ndim))), 2.0 * weight * x
+
+    return fn
+
+
+def ascend(
+    value_and_grad: ValueAndGrad,
+    x0: np.ndarray,
+    *,
+    steps: int,
+    lr: float,
+    param: str = "pixel",
+    transforms: RandomTransforms | None = None,
+    rngs: Sequence[np.random.Generator] | None = None,
+    penalty: ValueAndGrad | None = None,
+    revive: Revive | None = None,
+    snapshot_every: int | None = None,
+    progress: ProgressLike = None,
+    eps: float = 1e-12,
+) -> Ascent:
+    """Maximise ``value_and_grad``'s per-sample values by normalised gradient ascent from ``x0``.
+
+    Args:
+        value_and_grad: ``x (N, H, W, C) -> (values (N,), d sum(values) / dx)``; samples must
+            be independent (one model call per step serves the whole batch).
+        x0: starting images (N, H, W, C).
+        steps: number of gradient steps (>= 1).
+        lr: root-mean-square change of the parameters per step (see the module docstring).
+        param: "pixel" or "fft" (:mod:`innersight.core.param`).
+        transforms: random jitter/zoom/rotation drawn per step and sample, or None.
+        rngs: one generator per sample for the transforms (needed when ``transforms`` is active).
+        penalty: ``x -> (values, grads)`` subtracted from the objective (e.g. :func:`l2_penalty`).
+        revive: called with the (transformed) images of the samples whose gradient is exactly
+            zero (a unit behind a ReLU that is off everywhere) and their rows; returns a
+            substitute gradient for them, e.g. the deconvnet gradient (Lucid's "redirected
+            ReLU" idea: get a dead unit going, then follow the true gradient).
+        snapshot_every: keep the images every this many steps in ``frames`` (None: no frames).
+        progress: None/True/False/callback as for :class:`Progress`, or a Progress to update
+            (by N per step, so one bar can span many calls).
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 4:
+        raise InputError(f"ascend needs images (N, H, W, C), got shape {x0.shape}")
+    n, h, w, c = x0.shape
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be a positive int, got {steps!r}")
+    if transforms is not None and transforms.active and (rngs is None or len(rngs) != n):
+        raise InputError(f"random transforms need one generator per sample ({n}), got {rngs!r}")
+
+    def objective(x: np.ndarray) -> np.ndarray:
+        values, _ = value_and_grad(x)
+        return values - penalty(x)[0] if penalty is not None else values
+
+    p = make_param(param, (n, h, w, c))
+    params = p.inverse(x0)
+    history = np.zeros((steps, n))
+    stalled, revived = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    frames = [x0.astype(np.float32)] if snapshot_every else []
+    bar = progress if isinstance(progress, Progress) else Progress(steps * n, "ascent", progress)
+    try:
+        for step in range(steps):
+            x = p.forward(params)
+            t = transforms.sample(rngs or (), (h, w)) if transforms is not None else None
+            xt = t.forward(x) if t is not None else x
+            values, grad = value_and_grad(xt)
+            stalled = ~np.any(grad.reshape(n, -1) != 0, axis=1)
+            if revive is not None and stalled.any():
+                rows = np.flatnonzero(stalled)
+                grad = grad.copy()
+                substitute = revive(xt[rows], rows)
+                grad[rows] = substitute
+                revived[rows] += np.any(substitute.reshape(len(rows), -1) != 0, axis=1)
+            grad = t.adjoint(grad) if t is not None else grad
+            if penalty is not None:
+                pen, pen_grad = penalty(x)
+                values, grad = values - pen, grad - pen_grad
+            history[step] = values
+            gp = p.backward(grad)
+            if not np.all(np.isfinite(gp)):
+                raise InputError(
+                    f"the gradient became NaN/Inf at step {step}; lower lr (now {lr}) or check "
+                    "that the model is finite on inputs of this scale"
+                )
+            rms = np.sqrt(np.mean(gp.reshape(n, -1) ** 2, axis=1))
+            params = params + lr * gp / (rms + eps).reshape((n,) + (1,) * (gp.ndim - 1))
+            if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < steps:
+                frames.append(p.forward(params).astype(np.float32))
+            bar.update(n)
+    finally:
+        if bar is not progress:
+            bar.close()
+    images = p.forward(params).astype(np.float32)
+    initial = history[0] if transforms is None or not transforms.active else objective(x0)
+    if snapshot_every:
+        frames.append(images)
+    final = objective(images.astype(np.float64))
+    return Ascent(images, initial, final, history, frames, stalled, revived)

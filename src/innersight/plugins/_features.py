@@ -1,0 +1,226 @@
+"""Reading one layer's features of an array or a data set, for the ``embeddings`` technique.
+
+See :mod:`innersight.plugins.embeddings` for the rules (default layer, flattening, data sets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from innersight.core import (
+    BatchPlanner,
+    InputError,
+    LayerNotFoundError,
+    ModelAdapter,
+    Progress,
+    bytes_per_sample,
+    check_input_array,
+)
+from innersight.core.batching import ProgressArg
+from innersight.core.errors import did_you_mean, summarize_names
+
+__all__ = ["Features", "as_array", "as_labels", "default_layer", "is_dataset", "layer_features"]
+
+
+@dataclass(frozen=True)
+class Features:
+    """One layer's features of a data set: ``values`` (N, D) float32, flattened channels-last."""
+
+    values: np.ndarray
+    layer: str
+    shape: tuple[int, ...]
+    rule: str
+    labels: np.ndarray | None = None
+    inputs: np.ndarray | None = None
+
+
+def is_dataset(inputs: Any) -> bool:
+    """True for an iterable of batches; arrays, lists, tuples and tensors are one array."""
+    return (
+        not isinstance(inputs, (np.ndarray, list, tuple, str, bytes, Mapping))
+        and hasattr(inputs, "__iter__")
+        and not hasattr(inputs, "__array__")
+        and not hasattr(inputs, "shape")
+    )
+
+
+def as_labels(labels: Any, n: int, what: str = "labels") -> np.ndarray:
+    """One label per sample as a 1-D array; (N, 1) is squeezed and one-hot (N, K) arg-maxed."""
+    arr = np.asarray(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim == 2 and arr.dtype.kind in "fiub":
+        arr = arr.argmax(axis=1)
+    if arr.ndim != 1:
+        raise InputError(
+            f"{what} must hold one label per sample, shape (N,); got shape {arr.shape}"
+        )
+    if len(arr) != n:
+        raise InputError(f"{what} has {len(arr)} entries for {n} samples; pass one per sample")
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def default_layer(
+    infos: Sequence[Any], shapes: Mapping[str, tuple[int | None, ...]]
+) -> tuple[str, str]:
+    """The output of the layer before the final dense layer, and the rule in words."""
+    names = [info.name for info in infos]
+    for i in reversed(range(len(infos))):
+        info = infos[i]
+        if len(shapes.get(info.name, ())) == 1 and info.num_params > 0:
+            if i == 0:
+                break
+            return names[i - 1], (
+                f"default: the input of the final dense layer {info.name!r} "
+                "(the last layer with a 1-D output and parameters)"
+            )
+    raise InputError(
+        "cannot pick a default layer: no layer after the first has a 1-D output and "
+        f"parameters (a final dense layer); pass layer= one of: {summarize_names(names)}"
+    )
+
+
+def _check_layer(model: ModelAdapter, layer: Any, names: list[str]) -> None:
+    if not isinstance(layer, str):
+        raise InputError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
+    if layer in names:
+        return
+    lookup = getattr(model, "layer_info", None)
+    if lookup is not None:  # raises with suggestions; torch also accepts container modules
+        lookup(layer)
+        return
+    raise LayerNotFoundError(
+        f"layer {layer!r} not found in {model.backend} model {model.name}; "
+        f"{summarize_names(names)}{did_you_mean(layer, names)}"
+    )
+
+
+def _resolve(
+    model: ModelAdapter, layer: str | None, sample: np.ndarray
+) -> tuple[str, str, tuple[int, ...], int]:
+    """Layer name, how it was chosen, its output shape, and the bytes one sample's forward needs."""
+    infos = list(model.layers())
+    names = [info.name for info in infos]
+    if layer is not None:
+        _check_layer(model, layer, names)
+    shapes = {info.name: tuple(info.output_shape) for info in infos}
+    if layer not in shapes or any(not s or None in s for s in shapes.values()):
+        # Unknown shapes (torch before its first pass): one tapped forward of one sample.
+        taps = list(dict.fromkeys([*names, *([layer] if layer else [])]))
+        acts = model.forward(sample, taps=taps).activations
+        shapes = {k: tuple(np.shape(v)[1:]) for k, v in acts.items()}
+    name, rule = (layer, "given") if layer is not None else default_layer(infos, shapes)
+    per_sample = bytes_per_sample(sample.shape[1:], list(shapes.values()))
+    return name, rule, tuple(int(d or 0) for d in shapes[name]), per_sample
+
+
+def _tap(
+    model: ModelAdapter, x: np.ndarray, layer: str, per_sample: int, batch_size: Any, progress: Any
+) -> np.ndarray:
+    def run(start: int, stop: int) -> np.ndarray:
+        act = model.forward(x[start:stop], taps=[layer]).activations[layer]
+        return np.asarray(act, dtype=np.float32).reshape(stop - start, -1)
+
+    key = ("embeddings", model.backend, type(model).__name__, model.name, x.shape[1:], layer)
+    return BatchPlanner().map(
+        run,
+        len(x),
+        per_sample=per_sample,
+        batch_size=batch_size,
+        key=key,
+        progress=progress,
+        desc="embeddings: features",
+    )
+
+
+def as_array(model: ModelAdapter, inputs: Any) -> np.ndarray:
+    if isinstance(inputs, np.ndarray) and inputs.dtype == np.float32:
+        return inputs
+    try:
+        return check_input_array(inputs, expected=model.input_shape)
+    except InputError as err:
+        if isinstance(inputs, (list, tuple)):
+            raise InputError(
+                f"{err}; a list or tuple is read as one array: to pass a data set of batches "
+                "or (x, y) pairs, pass an iterator, e.g. iter(batches)"
+            ) from err
+        raise
+
+
+def _split(model: ModelAdapter, item: Any, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+    y = None
+    if isinstance(item, Mapping):
+        raise InputError(
+            f"batch {i} of the data set is a {type(item).__name__}; yield arrays (N, H, W, C) "
+            "or (x, y) tuples, e.g. ((b['image'], b['label']) for b in data)"
+        )
+    if isinstance(item, (tuple, list)):
+        if len(item) not in (2, 3):
+            raise InputError(
+                f"batch {i} of the data set is a {type(item).__name__} of {len(item)} items; "
+                "yield x, (x, y) or (x, y, sample_weight)"
+            )
+        item, y = item[0], item[1]
+    try:
+        x = check_input_array(item, expected=model.input_shape)
+    except InputError as err:
+        raise InputError(f"batch {i} of the data set: {err}") from err
+    return x, None if y is None else as_labels(y, len(x), f"the labels (y) of batch {i}")
+
+
+def layer_features(
+    model: ModelAdapter,
+    inputs: Any,
+    *,
+    layer: str | None = None,
+    batch_size: int | str = "auto",
+    progress: ProgressArg = None,
+    keep_inputs: bool = True,
+) -> Features:
+    """The flattened features of ``layer`` (default: penultimate) for an array or a data set."""
+    if not is_dataset(inputs):
+        x = as_array(model, inputs)
+        name, rule, shape, per_sample = _resolve(model, layer, x[:1])
+        values = _tap(model, x, name, per_sample, batch_size, progress)
+        return Features(values, name, shape, rule, None, x)
+    chunks: list[np.ndarray] = []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    total = len(inputs) if hasattr(inputs, "__len__") else 0
+    with Progress(total, "embeddings: features (batches)", progress) as bar:
+        for i, item in enumerate(iter(inputs)):
+            x, y = _split(model, item, i)
+            if i == 0:
+                name, rule, shape, per_sample = _resolve(model, layer, x[:1])
+                first, labelled = x.shape[1:], y is not None
+            elif x.shape[1:] != first:
+                raise InputError(
+                    f"batch {i} of the data set has samples of shape {x.shape[1:]}, "
+                    f"batch 0 has {first}; every batch must have the same sample shape"
+                )
+            elif (y is not None) != labelled:
+                raise InputError(
+                    f"batch {i} of the data set {'has' if y is not None else 'has no'} labels "
+                    f"but batch 0 {'has' if labelled else 'has none'}; yield (x, y) for every "
+                    "batch or for none"
+                )
+            chunks.append(_tap(model, x, name, per_sample, batch_size, False))
+            xs += [x] if keep_inputs else []
+            ys += [y] if y is not None else []
+            bar.update(1)
+    if not chunks:
+        raise InputError("the data set yielded no batches; pass at least one batch (N, H, W, C)")
+    return Features(
+        np.concatenate(chunks),
+        name,
+        shape,
+        rule,
+        np.concatenate(ys) if ys else None,
+        np.concatenate(xs) if xs else None,
+    )

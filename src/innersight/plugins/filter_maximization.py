@@ -1,0 +1,190 @@
+"""Filter maximization: the input pattern each filter of a layer responds to most.
+
+For every requested filter ``f`` of ``layer``, gradient ascent from a starting image maximises
+the mean activation of feature map ``f`` with ``crop`` border pixels excluded (``Channel(layer,
+f, crop)``). All filters are optimised together, one batch sample per filter, so a step costs
+ONE gradient call for the whole chunk; chunks are planned by the memory budget and every
+filter's image is the same whatever the chunking (:func:`~innersight.core.run_targets`).
+
+Steps are normalised (``x += lr * g / rms(g)``), so ``lr`` is the typical change of each pixel
+per step in the model's input units: the default 0.05 suits inputs in 0..1 (scale it with your
+input range). No penalty or clipping: the images are raw input-space arrays, and the renderer
+scales each one for display.
+
+A filter behind a ReLU that is off on the whole starting image has a zero gradient; when the
+adapter can override ReLUs, such filters step along the deconvnet gradient until they switch on
+(``meta["revived"]`` lists them); ``meta["stalled"]`` lists any that never did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from innersight.core import (
+    AscentOptions,
+    Explanation,
+    InputError,
+    ModelAdapter,
+    Technique,
+    hookimpl,
+    image_shape,
+    objectives,
+    run_targets,
+)
+
+
+def _spatial_layers(model: ModelAdapter, probe: np.ndarray) -> list[str]:
+    names = [info.name for info in model.layers()]
+    acts = model.forward(probe, taps=names).activations
+    return [n for n in names if n in acts and np.ndim(acts[n]) == 4]
+
+
+def _filters(filters: Any, channels: int, layer: str) -> np.ndarray:
+    if filters is None:
+        return np.arange(channels)
+    if isinstance(filters, (int, np.integer)) and not isinstance(filters, bool):
+        filters = [filters]
+    arr = np.asarray(filters)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise InputError(f"filters must be None (all) or a non-empty list of ints, got {filters!r}")
+    bad = arr[(arr < 0) | (arr >= channels)]
+    if bad.size:
+        raise InputError(
+            f"filters {bad.tolist()} are out of range: layer {layer!r} has {channels} "
+            f"filters, numbered 0..{channels - 1}"
+        )
+    return arr.astype(np.int64)
+
+
+def _crop(crop: Any, hw: tuple[int, ...], layer: str) -> int:
+    most = (min(hw) - 1) // 2
+    if crop is None:
+        return min(2, most)
+    if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or not 0 <= crop <= most:
+        raise InputError(
+            f"crop={crop!r} does not fit layer {layer!r} ({hw[0]}x{hw[1]}); "
+            f"use an int 0..{most}, or None (2, less on small maps)"
+        )
+    return int(crop)
+
+
+class FilterMaximization(Technique):
+    """Activation maximization of every filter of a layer (Erhan et al. 2009, Olah et al. 2017)."""
+
+    name = "filter_maximization"
+    summary = "The input pattern that most excites each filter of a layer (gradient ascent)."
+    requires = frozenset({"input_gradients", "layer_taps"})
+    needs_inputs = False
+
+    def explain(
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray | None = None,
+        *,
+        layer: str,
+        filters: Sequence[int] | None = None,
+        steps: int = 100,
+        lr: float = 0.05,
+        size: int | tuple[int, ...] | None = None,
+        seed: int | None = 0,
+        init: str | np.ndarray = "noise",
+        crop: int | None = None,
+        jitter: int = 0,
+        scale: tuple[float, float] | None = None,
+        rotate: float = 0.0,
+        param: str = "pixel",
+        batch_size: int | str = "auto",
+        progress: bool | Callable[[int, int], Any] | None = None,
+        snapshot_every: int | None = None,
+    ) -> Explanation:
+        """Args:
+        inputs: optional example inputs (N, H, W, C): the technique makes its own images and
+            uses only their shape, when the model declares none (pass ``init=`` to start
+            from an image).
+        layer: a layer with spatial (H, W, C) output.
+        filters: filter (channel) indices; None: every filter of the layer.
+        steps: gradient steps.
+        lr: RMS change of each pixel per step (0.05 suits inputs in 0..1).
+        size: (H, W) or (H, W, C) of the images; None: the model's input shape.
+        seed: seed of the starting noise and the random transforms (None: a fresh one).
+        init: "noise" (gray 0.5 + 0.05 N(0, 1), for inputs in 0..1) or an (H, W, C) image.
+        crop: border of the feature map left out of the mean; None: 2, less on maps under
+            8 pixels.
+        jitter: largest random shift in pixels per step (0: none).
+        scale: (low, high) random zoom per step, e.g. (0.9, 1.1); None: none.
+        rotate: largest random rotation in degrees per step.
+        param: "pixel" (optimise pixels) or "fft" (decorrelated spectrum, smoother images).
+        batch_size: filters optimised together, or "auto" (timed, within the memory budget).
+        progress: None (a bar on a terminal), True, False, or a callback(done, total) counting
+            filter-steps.
+        snapshot_every: keep the images every this many steps in ``meta["frames"]`` (for
+            ``save("x.gif")``); None: no frames.
+        """
+        opts = AscentOptions.check(
+            steps=steps,
+            lr=lr,
+            seed=seed,
+            init=init,
+            jitter=jitter,
+            scale=scale,
+            rotate=rotate,
+            param=param,
+            snapshot_every=snapshot_every,
+        )
+        if not isinstance(layer, str):
+            raise InputError(f"layer must be a layer name (str), got {type(layer).__name__}")
+        shape = image_shape(model, size, opts.init, inputs)
+        probe = np.full((1, *shape), 0.5, np.float32)
+        act = np.asarray(model.forward(probe, taps=[layer]).activations[layer])
+        if act.ndim != 4:
+            raise InputError(
+                f"layer {layer!r} has output shape {act.shape[1:]}, not a spatial (H, W, C) "
+                f"map; spatial layers: {', '.join(_spatial_layers(model, probe)) or 'none'}"
+            )
+        chosen = _filters(filters, act.shape[-1], layer)
+        crop = _crop(crop, act.shape[1:3], layer)
+        result = run_targets(
+            model,
+            chosen,
+            lambda idx: objectives.Channel(layer, idx, crop),
+            opts,
+            shape,
+            revive_relu=True,
+            batch_size=batch_size,
+            progress=progress,
+            desc=self.name,
+            key=(self.name, model.backend, model.name, shape, layer),
+        )
+        meta: dict[str, Any] = {
+            "layer": layer,
+            "filters": chosen.tolist(),
+            "objective": result.final.tolist(),
+            "initial_objective": result.initial.tolist(),
+            "history": result.history.T,
+            "revived": chosen[result.revived > 0].tolist(),
+            "stalled": chosen[result.stalled].tolist(),
+            "seed": opts.seed,
+        }
+        if opts.snapshot_every:
+            meta["frames"] = result.frames
+        return Explanation(
+            technique=self.name,
+            kind="image_set",
+            values=result.images,
+            params={
+                "layer": layer,
+                "filters": chosen.tolist(),
+                "size": list(shape),
+                "crop": int(crop),
+                **opts.params(),
+            },
+            meta=meta,
+        )
+
+
+@hookimpl
+def innersight_register_techniques() -> Any:
+    yield FilterMaximization()
