@@ -62,3 +62,27 @@ def test_plot_returns_a_figure():
 def test_len_counts_samples():
     assert len(make()) == 2
     assert len(Explanation("g", "layer_grid", {"a": np.zeros((3, 2, 2, 1))})) == 3
+
+
+def test_jupyter_html_and_short_repr():
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from innersight.core import Explanation
+
+    ex = Explanation(
+        technique="t<x>",
+        kind="heatmap",
+        values=np.arange(32, dtype=np.float32).reshape(2, 4, 4),
+        inputs=None,
+        meta={"backend": "torch", "model": "Net"},
+    )
+    assert repr(ex) == "<Explanation t<x> (heatmap) values (2, 4, 4) on torch Net>"
+    html_text = ex._repr_html_()
+    assert "t&lt;x&gt;" in html_text and "<x>" not in html_text
+    data = re.search(r'src="data:image/png;base64,([^"]+)"', html_text).group(1)
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+    np.testing.assert_array_equal(image[..., :3], ex.to_image()[..., :3])

@@ -51,7 +51,7 @@ class Technique:
         return f"<Technique {self.name!r}: {self.summary}>"
 
 
-@dataclass
+@dataclass(repr=False)
 class Explanation:
     """The result of a technique: raw values plus everything needed to reproduce them.
 
@@ -100,6 +100,30 @@ class Explanation:
         from innersight.core.render import png_bytes
 
         return png_bytes(self.to_image())
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the rendered picture with a caption (technique, backend, model)."""
+        import base64
+        import html
+
+        data = base64.b64encode(self._repr_png_()).decode("ascii")
+        caption = html.escape(self._caption())
+        return (
+            f'<figure style="margin:0"><img src="data:image/png;base64,{data}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Explanation {self._caption()}>"
+
+    def _caption(self) -> str:
+        values = self.values
+        if isinstance(values, Mapping):
+            shapes = ", ".join(f"{k}: {np.shape(v)}" for k, v in values.items())
+        else:
+            shapes = str(np.shape(values))
+        where = " ".join(str(self.meta[k]) for k in ("backend", "model") if k in self.meta)
+        return f"{self.technique} ({self.kind}) values {shapes}" + (f" on {where}" if where else "")
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path, **options: Any) -> Path:
