@@ -1,0 +1,1 @@
+"""Tests of the documentation in docs/ and README.md."""
