@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from innersight.core.adapter import ModelAdapter, check_input_array
+from innersight.core.adapter import ModelAdapter, _as_array, check_input_array
 from innersight.core.errors import (
     CapabilityError,
     InnersightError,
     InputError,
+    PluginError,
     TechniqueNotFoundError,
     did_you_mean,
 )
-from innersight.core.manager import get_plugin_manager
+from innersight.core.manager import PluginInfo, get_plugin_manager
 from innersight.core.technique import Explanation, Technique
 
 __all__ = ["clear_cache", "explain", "layers", "techniques", "wrap"]
@@ -133,9 +135,14 @@ def check_params(technique: Technique, params: Mapping[str, Any]) -> None:
 
 
 def prepare_inputs(adapter: ModelAdapter, inputs: Any) -> np.ndarray:
-    """A validated float32 batch; one image without the batch axis gets one added."""
+    """A validated float32 batch; one sample without the batch axis gets one added.
+
+    Lists and other array-likes are converted first (torch/TensorFlow tensors are refused with
+    a message saying how to convert them); see :func:`~innersight.core.check_input_array` for
+    the dtype rule (floats only) and the shape, NaN/Inf and range checks.
+    """
     expected = adapter.input_shape
-    arr = inputs if isinstance(inputs, np.ndarray) else check_input_array(inputs)
+    arr = inputs if isinstance(inputs, np.ndarray) else _as_array(inputs)
     if expected is not None and arr.ndim == len(expected):
         arr = arr[None]
     return check_input_array(arr, expected=expected)
@@ -147,12 +154,17 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     Args:
         technique: a name from :func:`techniques`, e.g. ``"saliency"``.
         model: a native model or a ModelAdapter from :func:`wrap`.
-        inputs: numpy batch (N, H, W, C) or one image (H, W, C), channels last, float. Techniques
-            that generate their own images (filter/class maximization) take none.
+        inputs: numpy batch (N, H, W, C), channels last, floating point (float16/32/64; integer
+            and bool arrays are refused, since only you know their scaling), finite. One image
+            (H, W, C) gets the batch axis added when the model's input shape is known (Keras;
+            torch wrapped with ``input_shape=``). Techniques that generate their own images
+            (filter/class maximization) take none.
         **params: the technique's keyword parameters (see ``techniques()[name].parameters()``).
 
     Raises:
         InnersightError: (a subclass of it) for every user mistake, with a message saying what to do.
+        PluginError: a third-party technique crashed or returned a malformed Explanation (the
+            message names the plugin and its distribution).
     """
     tech = get_technique(technique)
     check_params(tech, params)
@@ -171,7 +183,7 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
             raise InputError(f"technique {tech.name!r} needs inputs: pass a batch (N, H, W, C)")
         x = prepare_inputs(adapter, inputs)
     t0 = time.perf_counter()
-    result = tech.explain(adapter, x, **params)
+    result = _run(tech, adapter, x, params)
     elapsed = time.perf_counter() - t0
     _check_result(tech, result, x)
     result.meta.setdefault("backend", adapter.backend)
@@ -181,30 +193,118 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     return result
 
 
+def _provider(tech: Technique) -> PluginInfo:
+    """The plugin that registered ``tech`` (looked up on error paths only: it asks every plugin)."""
+    try:
+        return get_plugin_manager().provider(tech.name)
+    except Exception:  # registered some other way: say what is known
+        module = type(tech).__module__
+        return PluginInfo(module, module.split(".")[0])
+
+
+def _run(tech: Technique, adapter: ModelAdapter, x: Any, params: Any) -> Any:
+    """``tech.explain``; a third-party plugin's own exception becomes a PluginError.
+
+    The wrapping names the plugin and its distribution, so the report reaches its authors; the
+    original exception is chained (``__cause__``) with its traceback. Passed on unchanged:
+    innersight errors (user mistakes, found by the adapter or the plugin), KeyboardInterrupt,
+    exceptions raised while the adapter was running the model (the model's or the backend's,
+    not the plugin's), and the exceptions of built-in techniques, whose bugs must stay visible
+    as what they are.
+    """
+    try:
+        return tech.explain(adapter, x, **params)
+    except InnersightError:
+        raise
+    except Exception as err:
+        provider = _provider(tech)
+        if provider.distribution == "innersight" or _passed_through(err, adapter):
+            raise
+        raise PluginError(
+            f"technique {tech.name!r} from {provider} raised {type(err).__name__}: {err} "
+            f"(at {_origin(err)}). This is a bug or limitation of that plugin, not of your "
+            "inputs: report it to its authors with the traceback chained above, or use another "
+            "technique (innersight.techniques())"
+        ) from err
+
+
+def _passed_through(err: BaseException, adapter: ModelAdapter) -> bool:
+    """True when ``err`` was raised inside one of ``adapter``'s methods (running the model)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_locals.get("self") is adapter:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _origin(err: BaseException) -> str:
+    """``file:line`` where ``err`` was raised."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+
+
 def _check_result(tech: Technique, result: Any, x: np.ndarray | None) -> None:
-    provider = get_plugin_manager().provider(tech.name)
+    """PluginError (naming the plugin) for a malformed Explanation: wrong type, non-numeric
+    values, NaN/Inf, or not one result per input."""
     if not isinstance(result, Explanation):
-        raise InnersightError(
-            f"technique {tech.name!r} from {provider} returned {type(result).__name__}, not an "
-            "Explanation; report this to the plugin's authors"
-        )
-    values = result.values.values() if isinstance(result.values, dict) else [result.values]
-    for v in values:
+        _bad_result(tech, f"returned {type(result).__name__}, not an Explanation")
+    if not isinstance(result.meta, dict) or not isinstance(result.params, dict):
+        _bad_result(tech, "returned an Explanation whose meta or params is not a dict")
+    values = result.values
+    if isinstance(values, Mapping):
+        if not values:
+            _bad_result(tech, "returned an Explanation with no values (an empty mapping)")
+        items = [(f"values[{k!r}]", v) for k, v in values.items()]
+    else:
+        items = [("values", values)]
+    for where, v in items:
+        _check_values(tech, where, v, x)
+
+
+def _check_values(tech: Technique, where: str, v: Any, x: np.ndarray | None) -> None:
+    try:
         arr = np.asarray(v)
-        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise InnersightError(
-                f"technique {tech.name!r} from {provider} returned NaN/Inf values; the model may "
-                "overflow on these inputs (check their scale) or the plugin has a bug"
-            )
-        if x is not None and tech.needs_inputs and arr.shape[:1] != (len(x),):
-            raise InnersightError(
-                f"technique {tech.name!r} from {provider} returned {arr.shape[0] if arr.ndim else 0} "
-                f"results for {len(x)} inputs; report this to the plugin's authors"
-            )
+    except Exception as err:  # ragged sequences
+        _bad_result(tech, f"returned {where} that is not an array ({type(err).__name__}: {err})")
+    if arr.dtype.kind not in "biuf":
+        _bad_result(
+            tech, f"returned {where} of dtype {arr.dtype} ({type(v).__name__}); expected numbers"
+        )
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        scale = f" (the inputs reach |x| = {float(np.max(np.abs(x))):.3g})" if x is not None else ""
+        _bad_result(
+            tech,
+            f"returned {bad} NaN/Inf value(s) in {where}; the model may overflow on these "
+            f"inputs{scale}: check their scale, or the plugin has a bug",
+        )
+    if x is not None and tech.needs_inputs and arr.shape[:1] != (len(x),):
+        got = arr.shape[0] if arr.ndim else "a scalar, not"
+        place = "" if where == "values" else f" in {where}"
+        _bad_result(tech, f"returned {got} results for {len(x)} inputs{place}")
+
+
+def _bad_result(tech: Technique, what: str) -> NoReturn:
+    raise PluginError(
+        f"technique {tech.name!r} from {_provider(tech)} {what}; report this to the plugin's "
+        "authors"
+    )
 
 
 def versions(backend: str) -> dict[str, str]:
-    """Versions of Python, numpy, innersight and the backend's framework, for ``meta``."""
+    """Versions of Python, numpy, innersight and the backend's framework, for ``meta``.
+
+    Looked up once per backend and process (reading package metadata took half of a small
+    model's saliency call); each call returns a fresh dict.
+    """
+    return dict(_versions(backend))
+
+
+@functools.cache
+def _versions(backend: str) -> tuple[tuple[str, str], ...]:
     import sys
     from importlib import metadata
 
@@ -217,4 +317,4 @@ def versions(backend: str) -> dict[str, str]:
                 pass
     if backend == "keras" and "tensorflow" in sys.modules:
         out["tensorflow"] = getattr(sys.modules["tensorflow"], "__version__", "")
-    return out
+    return tuple(out.items())

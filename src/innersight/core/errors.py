@@ -17,6 +17,7 @@ __all__ = [
     "LayerNotFoundError",
     "ObjectiveError",
     "PluginConflictError",
+    "PluginError",
     "PluginLoadError",
     "TechniqueNotFoundError",
     "did_you_mean",
@@ -33,6 +34,16 @@ class PluginLoadError(InnersightError):
 
 class PluginConflictError(InnersightError):
     """Two plugins provide a technique (or renderer) under the same name."""
+
+
+class PluginError(InnersightError):
+    """A third-party plugin failed while running, or returned a malformed result.
+
+    Not a user mistake but a bug (or a limitation) of the plugin named in the message, which
+    also names its distribution and version so the report reaches the right people. The
+    plugin's original exception, when there is one, is chained as ``__cause__``. Built-in
+    techniques' own bugs are not wrapped: they surface as the exception they are.
+    """
 
 
 class BackendNotFoundError(InnersightError):

@@ -8,6 +8,7 @@ reference adapter (no framework needed)::
     testing.check_adapter(my_model, x)                 # wraps with innersight.wrap
     testing.check_technique(MyTechnique(), testing.reference_model(), x, target=0)
     report = testing.check_all_techniques(adapter, x)  # {name: "passed" | "skipped: ..."}
+    testing.check_train_mode_preserved(model.train(), x, technique="saliency")
 
 Every ``check_*`` returns None on success and raises :class:`ConformanceError` (an
 ``AssertionError``) with a message that says what was expected, what came back and where.
@@ -38,6 +39,7 @@ from innersight.testing.checks_technique import check_all_techniques, check_tech
 from innersight.testing.reference import SMALL_NET_LAYOUT, ReferenceAdapter, ReferenceNetwork
 from innersight.testing.reference_models import reference_model
 from innersight.testing.state import Snapshot, diff, snapshot
+from innersight.testing.train_mode import check_train_mode_preserved
 
 __all__ = [
     "SMALL_NET_LAYOUT",
@@ -57,6 +59,7 @@ __all__ = [
     "check_state_preserved",
     "check_taps",
     "check_technique",
+    "check_train_mode_preserved",
     "check_unknown_layer",
     "default_injector",
     "diff",

@@ -30,6 +30,7 @@ check) and index checks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -88,7 +89,16 @@ class KerasAdapter(BaseAdapter):
             past raises CapabilityError. ``False``: always the outputs (probabilities).
             ``forward`` and ``predict_classes`` always use the outputs.
 
-    Traced functions are cached on the instance, at most :data:`compiled.CACHE_SIZE` of them.
+    Traced functions are cached on the instance, at most :data:`compiled.CACHE_SIZE` of them
+    (least recently used dropped; each holds one functional sub-model of the user's model).
+
+    Threads: one adapter may be shared by several threads (``innersight.explain`` on the same
+    model shares its cached adapter). Every public method (``forward`` and so
+    ``predict_classes``, ``value_and_grad``, ``layer_value_and_grad``, ``layers``,
+    ``input_shape``) is serialised by a per-adapter re-entrant lock: the function cache, the lazily re-read graph of a Sequential
+    that changed and the traces are not safe to build concurrently. Serialising whole calls is
+    the simple, safe choice (TensorFlow parallelises inside each call); different adapters run
+    in parallel.
     """
 
     backend = "keras"
@@ -107,6 +117,7 @@ class KerasAdapter(BaseAdapter):
             raise InputError(f"logits={logits!r} is not valid; use 'auto', True or False")
         self.model = model
         self.logits = logits
+        self._lock = threading.RLock()
         self._cache = compiled.FunctionCache()
         self._load()
 
@@ -138,7 +149,8 @@ class KerasAdapter(BaseAdapter):
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
-        return tuple(self._sync().input.shape[1:])
+        with self._lock:
+            return tuple(self._sync().input.shape[1:])
 
     @property
     def logits_source(self) -> str:
@@ -146,25 +158,31 @@ class KerasAdapter(BaseAdapter):
         return self._plan.source
 
     def layers(self) -> Sequence[LayerInfo]:
-        graph = self._sync()
-        if self._infos is None:
-            self._infos = tuple(
-                LayerInfo(la.name, type(la).__name__, graph.shapes[la.name], int(la.count_params()))
-                for la in graph.layers
-            )
-        return self._infos
+        with self._lock:
+            graph = self._sync()
+            if self._infos is None:
+                self._infos = tuple(
+                    LayerInfo(
+                        la.name, type(la).__name__, graph.shapes[la.name], int(la.count_params())
+                    )
+                    for la in graph.layers
+                )
+            return self._infos
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
         """Outputs and tapped activations (float32, channels-last) from ONE traced forward."""
-        graph = self._sync()
-        x = self.check_input(x)
-        names = self.check_taps(taps)
-        key = ("forward", tuple(sorted(names)))
-        order = key[1]
-        tensors = [graph.tensor(n) for n in order] + [graph.output]
-        fn = self._cache.get(key, lambda: compiled.make_forward(graph.input, tensors, self._spec))
-        outs = fn(x)
+        with self._lock:
+            graph = self._sync()
+            x = self.check_input(x)
+            names = self.check_taps(taps)
+            key = ("forward", tuple(sorted(names)))
+            order = key[1]
+            tensors = [graph.tensor(n) for n in order] + [graph.output]
+            fn = self._cache.get(
+                key, lambda: compiled.make_forward(graph.input, tensors, self._spec)
+            )
+            outs = fn(x)
         acts = {n: outs[order.index(n)].numpy() for n in names}
         return ForwardResult(outputs=outs[-1].numpy(), activations=acts)
 
@@ -176,9 +194,10 @@ class KerasAdapter(BaseAdapter):
 
         Channel/Neuron objectives run the network only up to the objective's layer.
         """
-        x, idx, crop, req, key = self._request(x, objective, relu, wrt=None)
-        self._check_float_input()
-        values, grads = self._grad_fn(req, key)(x, idx, crop)
+        with self._lock:
+            x, idx, crop, req, key = self._request(x, objective, relu, wrt=None)
+            self._check_float_input()
+            values, grads = self._grad_fn(req, key)(x, idx, crop)
         return values.numpy(), grads.numpy()
 
     def layer_value_and_grad(
@@ -189,10 +208,11 @@ class KerasAdapter(BaseAdapter):
         The gradient is taken w.r.t. the very tensor the rest of the network consumes (Grad-CAM).
         It is zero where the objective does not depend on ``layer``.
         """
-        self.layer_info(layer)
-        wrt = self._sync().tensor(layer)
-        x, idx, crop, req, key = self._request(x, objective, relu, wrt=wrt)
-        values, acts, grads = self._grad_fn(req, (*key, layer))(x, idx, crop)
+        with self._lock:
+            self.layer_info(layer)
+            wrt = self._sync().tensor(layer)
+            x, idx, crop, req, key = self._request(x, objective, relu, wrt=wrt)
+            values, acts, grads = self._grad_fn(req, (*key, layer))(x, idx, crop)
         return values.numpy(), acts.numpy(), grads.numpy()
 
     def _grad_fn(self, req: compiled.GradRequest, key: tuple[Any, ...]) -> Any:

@@ -41,14 +41,24 @@ __all__ = [
 ]
 
 CACHE_SIZE = 16
-"""Traced functions (each with its sub-model) kept per adapter, least recently used dropped."""
+"""Traced functions (each with its sub-model) kept per adapter, least recently used dropped.
+
+Keys are what a request needs traced: ``("forward", taps)``, ``("grad", kind, layer, relu)``
+(plus the layer of a layer gradient) and ``("shape", tensor id)``; targets, crops and batch
+sizes are tensors, so they never add keys. 16 covers the requests of every built-in technique
+on one model at once; a program tapping ever new layer sets stays bounded at 16 traces."""
 
 _INDEX_SPEC = tf.TensorSpec([None], tf.int64)
 _CROP_SPEC = tf.TensorSpec([], tf.int32)
 
 
 class FunctionCache:
-    """A small LRU of traced functions, owned by one adapter (never global)."""
+    """A small LRU of traced functions, owned by one adapter (never global).
+
+    At most ``size`` entries (default :data:`CACHE_SIZE`); ``len()`` says how many are held.
+    Not thread-safe on its own: the owning :class:`~.adapter.KerasAdapter` serialises every
+    access with its per-adapter lock.
+    """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size

@@ -23,6 +23,12 @@ Semantics worth knowing:
   keep accepting any image size. Wrapping runs the model only to dry-run a declared
   ``input_shape``; ``layers()`` never runs it and reports ``output_shape == ()`` until a pass
   has shown the shapes.
+* Threads: one adapter may be shared by several threads (``innersight.explain`` on the same
+  model shares its cached adapter). Every pass (``forward``, ``predict_classes``,
+  ``value_and_grad``, ``layer_value_and_grad``) runs under a per-adapter re-entrant lock, held
+  while hooks are registered and training flags switched, so concurrent calls are serialised.
+  Two *different* adapters of one module (e.g. wrapped with different options) do not share
+  the lock: do not run them on the same module from two threads at once.
 * Forward passes run under ``torch.no_grad()``, not ``inference_mode``: a model that caches
   tensors during its forward (rotary-embedding tables, lazy modules) must not keep inference
   tensors that would break its later training.
@@ -103,7 +109,7 @@ class TorchAdapter(BaseAdapter):
 
     @property
     def name(self) -> str:
-        return type(self.model).__name__
+        return module_kind(self.model)
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
@@ -136,7 +142,7 @@ class TorchAdapter(BaseAdapter):
     def _info(name: str, m: nn.Module, probe: Probe | None) -> LayerInfo:
         shape = probe.shape_of(m) if probe is not None else ()
         params = sum(p.numel() for p in m.parameters(recurse=False))
-        return LayerInfo(name=name, kind=type(m).__name__, output_shape=shape, num_params=params)
+        return LayerInfo(name=name, kind=module_kind(m), output_shape=shape, num_params=params)
 
     def _module(self, name: Any) -> nn.Module:
         if isinstance(name, str) and name in self._modules:
@@ -292,3 +298,8 @@ class TorchAdapter(BaseAdapter):
             raise
         except Exception:
             self._probe = None
+
+
+def module_kind(module: Any) -> str:
+    """The class name, or the original one for TorchScript modules (RecursiveScriptModule)."""
+    return str(getattr(module, "original_name", None) or type(module).__name__)
