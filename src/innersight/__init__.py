@@ -21,6 +21,7 @@ from innersight.core.errors import (
     LayerNotFoundError,
     ObjectiveError,
     PluginConflictError,
+    PluginError,
     PluginLoadError,
     TechniqueNotFoundError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ModelAdapter",
     "ObjectiveError",
     "PluginConflictError",
+    "PluginError",
     "PluginLoadError",
     "Technique",
     "TechniqueNotFoundError",

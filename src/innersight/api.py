@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from innersight.core.adapter import ModelAdapter, _as_array, check_input_array
+from innersight.core.adapter import ModelAdapter, _as_array, check_input_array, is_dataset
 from innersight.core.errors import (
     CapabilityError,
     InnersightError,
@@ -181,11 +181,14 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     if inputs is not None or tech.needs_inputs:
         if inputs is None:
             raise InputError(f"technique {tech.name!r} needs inputs: pass a batch (N, H, W, C)")
-        x = prepare_inputs(adapter, inputs)
+        if tech.accepts_datasets and is_dataset(inputs):
+            x = inputs  # read batch by batch by the technique, which validates each batch
+        else:
+            x = prepare_inputs(adapter, inputs)
     t0 = time.perf_counter()
     result = _run(tech, adapter, x, params)
     elapsed = time.perf_counter() - t0
-    _check_result(tech, result, x)
+    _check_result(tech, result, x if isinstance(x, np.ndarray) else None)
     result.meta.setdefault("backend", adapter.backend)
     result.meta.setdefault("model", adapter.name)
     result.meta.setdefault("seconds", elapsed)

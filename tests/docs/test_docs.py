@@ -65,10 +65,6 @@ PLUGIN_ENVIRONMENT = (
 #: (test_pending_pages_are_still_missing fails for entries whose page has appeared).
 PENDING: frozenset[str] = frozenset(
     {
-        "techniques/index.md",
-        "techniques/filter_maximization.md",
-        "techniques/class_maximization.md",
-        "techniques/embeddings.md",
         "cli.md",
         "report.md",
         "comparison.md",

@@ -406,3 +406,18 @@ def test_thumbnails_draw_the_inputs(adapters, digits):
     lean = EMB.explain(adapters["keras"], batches(x, [450], y))
     with pytest.raises(InputError, match=r"thumbnails need the inputs in the explanation"):
         lean.to_image(thumbnails=True)
+
+
+def test_explain_reads_a_data_set_of_x_y_batches(digits, digits_torch):
+    """``innersight.explain`` passes an iterable of batches through to the technique."""
+
+    def batches():
+        for i in range(0, 450, 100):
+            yield digits.x_test[i : i + 100], digits.y_test[i : i + 100]
+
+    from_batches = ins.explain("embeddings", digits_torch, batches(), method="pca", progress=False)
+    from_array = ins.explain(
+        "embeddings", digits_torch, digits.x_test, labels=digits.y_test, method="pca", progress=False
+    )
+    np.testing.assert_allclose(from_batches.values, from_array.values, atol=1e-4)
+    assert from_batches.meta["knn_accuracy"] == from_array.meta["knn_accuracy"]

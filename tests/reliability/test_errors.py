@@ -337,12 +337,6 @@ def test_layers_of_an_unknown_layer_name_lists_the_names(net):
         adapter.forward(batch(), taps=["fc3"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="occlusion (plugins/occlusion.py) checks the window against the image before the model "
-    "sees the inputs: a channels-first (N, 1, 32, 32) batch on the NCHW torch digits model gets "
-    "'window (15, 15) is larger than the 1x32 images' instead of the layout hint",
-)
 def test_occlusion_channels_first_batch_gets_the_layout_hint(digits_torch):
     x = np.zeros((2, 1, 32, 32), np.float32)
     with pytest.raises(InputError, match=r"channels-first"):

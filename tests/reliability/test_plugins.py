@@ -134,12 +134,6 @@ def test_unregistered_technique_of_a_broken_plugin_is_not_found(install, net):
         ins.explain("acme_tech", model, batch())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/manager.py: provider() re-runs every plugin's register hook, so each lookup "
-    "(api uses it to name a plugin in errors) appends the same registration failure again "
-    "and warns again",
-)
 def test_provider_lookup_does_not_repeat_registration_failures(install):
     module = types.ModuleType("acme_register")
 

@@ -15,9 +15,10 @@ from innersight.core.adapter import (
     LayerInfo,
     ModelAdapter,
     check_input_array,
+    is_dataset,
 )
 from innersight.core.ascent import AscentOptions, image_shape, run_targets
-from innersight.core.batching import BatchPlanner, Progress, bytes_per_sample
+from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
 from innersight.core.errors import (
     BackendNotFoundError,
     CapabilityError,
@@ -26,6 +27,7 @@ from innersight.core.errors import (
     LayerNotFoundError,
     ObjectiveError,
     PluginConflictError,
+    PluginError,
     PluginLoadError,
     TechniqueNotFoundError,
 )
@@ -54,8 +56,10 @@ __all__ = [
     "ModelAdapter",
     "ObjectiveError",
     "PluginConflictError",
+    "PluginError",
     "PluginLoadError",
     "Progress",
+    "ProgressArg",
     "RandomTransforms",
     "Renderer",
     "Technique",
@@ -67,6 +71,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "image_shape",
+    "is_dataset",
     "l2_penalty",
     "make_param",
     "model_objective",

@@ -317,3 +317,17 @@ class BaseAdapter:
     def check_relu(relu: str) -> None:
         if relu not in RELU_MODES:
             raise InputError(f"relu={relu!r} is not supported; use one of {', '.join(RELU_MODES)}")
+
+
+def is_dataset(inputs: Any) -> bool:
+    """True for an iterable of batches (a generator, a tf.data.Dataset, a DataLoader).
+
+    Arrays, lists, tuples, mappings, strings and tensors (anything with ``shape`` or
+    ``__array__``) are one array, not a data set.
+    """
+    return (
+        not isinstance(inputs, (np.ndarray, list, tuple, str, bytes, Mapping))
+        and hasattr(inputs, "__iter__")
+        and not hasattr(inputs, "__array__")
+        and not hasattr(inputs, "shape")
+    )

@@ -118,6 +118,7 @@ class InnersightPluginManager:
         self.failures: list[PluginFailure] = []
         self.infos: dict[str, PluginInfo] = {}
         self._techniques: dict[str, Technique] | None = None
+        self._providers: dict[str, PluginInfo] = {}
         self._renderers: dict[str, Renderer] | None = None
         self._lock = threading.RLock()
 
@@ -208,9 +209,10 @@ class InnersightPluginManager:
         """Every registered technique by name; PluginConflictError on duplicate names."""
         with self._lock:
             if self._techniques is None:
-                self._techniques = self._unique(
-                    self._collect("innersight_register_techniques", Technique), "technique"
-                )
+                items = self._collect("innersight_register_techniques", Technique)
+                self._techniques = self._unique(items, "technique")
+                # Remembered so that naming a plugin in an error never re-runs registration.
+                self._providers = {tech.name: info for info, tech in items}
             return dict(self._techniques)
 
     def renderers(self) -> dict[str, Renderer]:
@@ -224,11 +226,10 @@ class InnersightPluginManager:
             return dict(self._renderers)
 
     def provider(self, technique_name: str) -> PluginInfo:
-        """The plugin that provides ``technique_name``."""
-        for info, tech in self._collect("innersight_register_techniques", Technique):
-            if tech.name == technique_name:
-                return info
-        raise KeyError(technique_name)
+        """The plugin that provides ``technique_name`` (KeyError when none does)."""
+        self.techniques()
+        with self._lock:
+            return self._providers[technique_name]
 
     @staticmethod
     def _unique(

@@ -36,6 +36,9 @@ class Technique:
     requires: ClassVar[frozenset[str]] = frozenset()
     #: False for techniques that create their inputs (filter/class maximization).
     needs_inputs: ClassVar[bool] = True
+    #: True when ``explain`` also takes a data set (an iterable of batches) as ``inputs``;
+    #: ``innersight.explain`` then passes it through unvalidated and the technique reads it.
+    accepts_datasets: ClassVar[bool] = False
 
     def explain(self, model: ModelAdapter, inputs: np.ndarray, **params: Any) -> Explanation:
         raise NotImplementedError

@@ -17,10 +17,11 @@ from innersight.core import (
     LayerNotFoundError,
     ModelAdapter,
     Progress,
+    ProgressArg,
     bytes_per_sample,
     check_input_array,
+    is_dataset,
 )
-from innersight.core.batching import ProgressArg
 from innersight.core.errors import did_you_mean, summarize_names
 
 __all__ = ["Features", "as_array", "as_labels", "default_layer", "is_dataset", "layer_features"]
@@ -36,16 +37,6 @@ class Features:
     rule: str
     labels: np.ndarray | None = None
     inputs: np.ndarray | None = None
-
-
-def is_dataset(inputs: Any) -> bool:
-    """True for an iterable of batches; arrays, lists, tuples and tensors are one array."""
-    return (
-        not isinstance(inputs, (np.ndarray, list, tuple, str, bytes, Mapping))
-        and hasattr(inputs, "__iter__")
-        and not hasattr(inputs, "__array__")
-        and not hasattr(inputs, "shape")
-    )
 
 
 def as_labels(labels: Any, n: int, what: str = "labels") -> np.ndarray:

@@ -33,13 +33,20 @@ def pair(value: Any, what: str) -> tuple[int, int]:
     return h, w
 
 
-def check_geometry(window: tuple[int, int], stride: tuple[int, int], hw: tuple[int, int]) -> None:
+def check_geometry(window: tuple[int, int], stride: tuple[int, int], hw: tuple[int, ...]) -> None:
     """Window and stride must fit the image, and stride <= window so no pixel is left out."""
-    h, w = hw
+    h, w = hw[:2]
     if window[0] > h or window[1] > w:
+        # (N, C, H, W) read as channels-last has a tiny "height": say so before the window.
+        layout = (
+            f"; the inputs {tuple(hw)} look channels-first (C, H, W): innersight takes "
+            "channels-last (N, H, W, C) arrays, e.g. x.transpose(0, 2, 3, 1)"
+            if len(hw) == 3 and h in (1, 3, 4) and hw[2] > 4
+            else ""
+        )
         raise InputError(
             f"window {window} is larger than the {h}x{w} images; use a window of at most "
-            f"({h}, {w}), e.g. window={max(1, min(h, w) // 4)}"
+            f"({h}, {w}), e.g. window={max(1, min(h, w) // 4)}{layout}"
         )
     if stride[0] > h or stride[1] > w:
         raise InputError(

@@ -94,7 +94,7 @@ class Occlusion(Technique):
         if score not in SCORES:
             raise InputError(f"score={score!r} is unknown; use 'logit' or 'probability'")
         win, step = pair(window, "window"), pair(stride, "stride")
-        check_geometry(win, step, inputs.shape[1:3])
+        check_geometry(win, step, inputs.shape[1:])
         base = make_baseline(baseline, inputs, win)
         targets = resolve_target(model, inputs, target)
         run = _Run(model, inputs, targets, batch_size)

@@ -1,0 +1,235 @@
+"""Regenerate every picture of the technique pages (docs/techniques/*.md) into docs/images/.
+
+    .venv/bin/python docs/make_images.py            # all pictures
+    .venv/bin/python docs/make_images.py saliency   # only those whose name starts with "saliency"
+
+Everything comes from the demo digits CNN (``innersight.models.digits_cnn``, 99% on the held-out
+digits) and its seeded test split, so the pictures are reproducible: every technique that draws
+random numbers gets ``seed=0``. torch computes everything; Keras (TensorFlow) is loaded only for
+the side-by-side pictures that show the two frameworks giving the same result. The whole run
+takes well under two minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import torch  # before TensorFlow: the other order can crash on some builds
+
+import innersight as ins
+from innersight.core.render import colorize, normalise, png_bytes, tile, to_uint8, upscale
+from innersight.models import digits_cnn, digits_data, torch_name
+from innersight.models.architectures import DIGITS_SPEC
+from innersight.plugins.renderers import display_inputs, stack, titled
+
+OUT = Path(__file__).resolve().parent / "images"
+SHOW = [1, 2, 3]  # test digits 5, 9 and 2
+SIDE = 96  # pixels per map in the composite pictures
+
+torch.set_num_threads(1)  # tiny model, shared cores: one intra-op thread is the fastest
+
+
+class Context:
+    """The models and data, built once and only when a picture needs them."""
+
+    def __init__(self) -> None:
+        self.data = digits_data()
+        self.x = self.data.x_test[SHOW]
+        self.y = self.data.y_test[SHOW]
+        # The torch CNN declares no input shape; the adapter learns it from this option.
+        self.torch = ins.wrap(digits_cnn("torch"), input_shape=(32, 32, 1))
+        self._keras = None
+
+    @property
+    def keras(self):
+        if self._keras is None:
+            self._keras = digits_cnn("keras")
+        return self._keras
+
+
+def save(name: str, image: np.ndarray) -> None:
+    (OUT / f"{name}.png").write_bytes(png_bytes(image))
+
+
+def heat(maps: np.ndarray, *, signed: bool) -> list[np.ndarray]:
+    """(N, H, W) maps -> coloured uint8 panels, each map scaled on its own (as the renderer)."""
+    policy = "symmetric" if signed else "per_map"
+    colours = to_uint8(colorize(normalise(maps, policy), signed=signed))
+    return [upscale(c, SIDE) for c in colours]
+
+
+def columns(inputs: np.ndarray, named_maps: list[tuple[str, np.ndarray, bool]]) -> np.ndarray:
+    """One row per input: the input, then each named map; a title above each column."""
+    shown = [upscale(img, SIDE) for img in display_inputs(inputs)]
+    cols = [("input", shown)] + [(t, heat(m, signed=s)) for t, m, s in named_maps]
+    gap = 4
+    blocks = []
+    for title, panels in cols:
+        blocks.append(titled(tile(panels, per_row=1, gap=gap), title))
+    return side_by_side(blocks, gap=gap + 2)
+
+
+def side_by_side(images: list[np.ndarray], *, gap: int = 8) -> np.ndarray:
+    """Images left to right, top-aligned, on white."""
+    height = max(img.shape[0] for img in images)
+    width = sum(img.shape[1] for img in images) + gap * (len(images) - 1)
+    out = np.full((height, width, 3), 255, np.uint8)
+    x = 0
+    for img in images:
+        out[: img.shape[0], x : x + img.shape[1]] = img
+        x += img.shape[1] + gap
+    return out
+
+
+# -- one function per picture ---------------------------------------------------------------
+def activation_grid(ctx: Context) -> np.ndarray:
+    ex = ins.explain("activation_grid", ctx.torch, ctx.x[:1], layers=["relu1", "relu2", "relu3"])
+    return ex.to_image()
+
+
+def saliency(ctx: Context) -> np.ndarray:
+    return ins.explain("saliency", ctx.torch, ctx.x, target=ctx.y).to_image()
+
+
+def guided_backprop(ctx: Context) -> np.ndarray:
+    logit = ins.objectives.Logit(ctx.y)
+    _, plain = ctx.torch.value_and_grad(ctx.x, logit)
+    _, deconv = ctx.torch.value_and_grad(ctx.x, logit, relu="deconv")
+    guided = ins.explain("guided_backprop", ctx.torch, ctx.x, target=ctx.y).values
+    maps = [("gradient", plain, True), ("deconv", deconv, True), ("guided", guided, True)]
+    return columns(ctx.x, [(t, m[..., 0], s) for t, m, s in maps])
+
+
+def occlusion(ctx: Context) -> np.ndarray:
+    maps = []
+    for window, stride in ((4, 2), (8, 2), (16, 4)):
+        ex = ins.explain(
+            "occlusion",
+            ctx.torch,
+            ctx.x,
+            target=ctx.y,
+            window=window,
+            stride=stride,
+            progress=False,
+        )
+        maps.append((f"window={window}", ex.values, True))
+    return columns(ctx.x, maps)
+
+
+def smoothgrad(ctx: Context) -> np.ndarray:
+    plain = ins.explain("saliency", ctx.torch, ctx.x, target=ctx.y).values
+    maps = [("saliency", plain, False)]
+    for noise in (0.1, 0.2):
+        ex = ins.explain(
+            "smoothgrad", ctx.torch, ctx.x, target=ctx.y, noise=noise, samples=50, progress=False
+        )
+        maps.append((f"noise={noise}", ex.values, False))
+    sq = ins.explain(
+        "smoothgrad", ctx.torch, ctx.x, target=ctx.y, samples=50, magnitude=True, progress=False
+    )
+    maps.append(("magnitude=True", sq.values, False))
+    return columns(ctx.x, maps)
+
+
+def integrated_gradients(ctx: Context) -> np.ndarray:
+    maps = []
+    for baseline in (0.0, "mean"):
+        ex = ins.explain(
+            "integrated_gradients",
+            ctx.torch,
+            ctx.x,
+            target=ctx.y,
+            baseline=baseline,
+            reduce_channels="sum",
+            progress=False,
+        )
+        maps.append((f"baseline={baseline!r}", ex.values, True))
+    return columns(ctx.x, maps)
+
+
+def grad_cam(ctx: Context) -> np.ndarray:
+    maps = []
+    for layer in ("relu2", "relu3", "pool3"):
+        ex = ins.explain("grad_cam", ctx.torch, ctx.x, target=ctx.y, layer=layer)
+        maps.append((f"layer={layer!r}", ex.values, False))
+    return columns(ctx.x, maps)
+
+
+def filter_maximization(ctx: Context) -> np.ndarray:
+    keras_layer = "conv2"  # Keras fuses the ReLU into conv2; torch's twin is relu2
+    kw = {"filters": list(range(16)), "progress": False}
+    t = ins.explain(
+        "filter_maximization", ctx.torch, layer=torch_name(DIGITS_SPEC, keras_layer), **kw
+    )
+    k = ins.explain("filter_maximization", ctx.keras, layer=keras_layer, **kw)
+    return stack(
+        [
+            titled(t.to_image(per_row=16), "torch, layer='relu2', filters 0-15"),
+            titled(k.to_image(per_row=16), "keras, layer='conv2', filters 0-15"),
+        ]
+    )
+
+
+def class_maximization(ctx: Context) -> np.ndarray:
+    t = ins.explain("class_maximization", ctx.torch, progress=False)
+    k = ins.explain("class_maximization", ctx.keras, progress=False)
+    return stack(
+        [
+            titled(t.to_image(per_row=10), "torch, classes 0-9"),
+            titled(k.to_image(per_row=10), "keras, classes 0-9"),
+        ]
+    )
+
+
+def embeddings(ctx: Context) -> np.ndarray:
+    x, y = ctx.data.x_test, ctx.data.y_test
+    pca = ins.explain("embeddings", ctx.torch, x, labels=y, progress=False)
+    tsne = ins.explain("embeddings", ctx.torch, x, labels=y, method="tsne", progress=False)
+    return side_by_side([pca.to_image(size=4.0), tsne.to_image(size=4.0)], gap=0)
+
+
+PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
+    f.__name__: f
+    for f in (
+        activation_grid,
+        saliency,
+        guided_backprop,
+        occlusion,
+        smoothgrad,
+        integrated_gradients,
+        grad_cam,
+        filter_maximization,
+        class_maximization,
+        embeddings,
+    )
+}
+
+
+def main(prefixes: list[str]) -> None:
+    OUT.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    ctx = Context()
+    for name, make in PICTURES.items():
+        if prefixes and not any(name.startswith(p) for p in prefixes):
+            continue
+        t0 = time.perf_counter()
+        image = make(ctx)
+        save(name, image)
+        size = (OUT / f"{name}.png").stat().st_size
+        print(
+            f"{name + '.png':28} {image.shape[1]:4}x{image.shape[0]:<4} {size / 1024:6.1f} KB "
+            f"{time.perf_counter() - t0:5.1f} s"
+        )
+    print(f"total {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
