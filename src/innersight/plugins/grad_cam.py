@@ -26,15 +26,34 @@ from innersight.core import (
     resolve_target,
 )
 
+ACTIVATIONS = frozenset({"ReLU", "Activation", "LeakyReLU", "ELU", "GELU", "SiLU", "ReLU6"})
 
-def spatial_layers(model: ModelAdapter, inputs: np.ndarray) -> list[str]:
-    """Names of the layers with an (H, W, C) output, in execution order."""
+
+def spatial_infos(model: ModelAdapter, inputs: np.ndarray) -> list[Any]:
+    """The layers with an (H, W, C) output, in execution order."""
     infos = list(model.layers())
     if infos and all(info.output_shape == () for info in infos):
         # Some backends learn output shapes only on a first pass (torch without input_shape).
         model.forward(inputs[:1])
         infos = list(model.layers())
-    return [info.name for info in infos if info.is_spatial]
+    return [info for info in infos if info.is_spatial]
+
+
+def spatial_layers(model: ModelAdapter, inputs: np.ndarray) -> list[str]:
+    """Names of the layers with an (H, W, C) output, in execution order."""
+    return [info.name for info in spatial_infos(model, inputs)]
+
+
+def default_layer(infos: list[Any]) -> str:
+    """The last convolution's output, after its activation when that is a separate layer (as
+    in the paper: the last conv layer, not a later pooling); else the last spatial layer."""
+    convs = [i for i, info in enumerate(infos) if "conv" in info.kind.lower()]
+    if not convs:
+        return str(infos[-1].name)
+    i = convs[-1]
+    if i + 1 < len(infos) and infos[i + 1].kind in ACTIVATIONS:
+        i += 1
+    return str(infos[i].name)
 
 
 def resize_matrix(size_out: int, size_in: int) -> np.ndarray:
@@ -73,7 +92,8 @@ class GradCAM(Technique):
         relu: bool = True,
     ) -> Explanation:
         """Args:
-        layer: a layer with a spatial (H, W, C) output; None (default) picks the last one.
+        layer: a layer with a spatial (H, W, C) output; None (default) picks the last
+            convolution's output (after its activation layer, if separate).
         target: class per sample (an int, one int per sample, or None: the predicted class).
         relu: keep only positive evidence (the paper); False gives the signed map.
         """
@@ -116,13 +136,13 @@ class GradCAM(Technique):
                     f"layer must be a layer name (str) or None, got {type(layer).__name__}"
                 )
             return layer
-        names = spatial_layers(model, inputs)
-        if not names:
+        infos = spatial_infos(model, inputs)
+        if not infos:
             raise InputError(
                 f"{model.backend} model {model.name} has no layer with a spatial (H, W, C) "
                 "output; Grad-CAM needs a convolutional layer"
             )
-        return names[-1]
+        return default_layer(infos)
 
     @staticmethod
     def _not_spatial(
