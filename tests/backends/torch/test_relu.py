@@ -169,3 +169,18 @@ def test_override_leaves_no_mode_active(small_weights, images):
     assert torch._C._len_torch_function_stack() == 0
     assert _get_current_dispatch_mode() is None
     assert torch.relu(torch.tensor([-1.0])).item() == 0.0
+
+
+def test_relu6_under_guided_is_refused_not_silently_plain():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.ReLU6(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 10 * 10, 2),
+    ).eval()
+    x = np.random.default_rng(0).random((1, 12, 12, 3), dtype=np.float32)
+    adapter = TorchAdapter(net)
+    adapter.value_and_grad(x, O.Logit(0))  # plain gradients work
+    for mode in ("guided", "deconv"):
+        with pytest.raises(CapabilityError, match=r"hardtanh \(nn.ReLU6 / nn.Hardtanh\) has no"):
+            adapter.value_and_grad(x, O.Logit(0), relu=mode)

@@ -100,6 +100,9 @@ _IN_PLACE = {
     torch.ops.aten.relu_,
     torch.ops.aten.relu_.default,
 }
+# Clipped ReLUs that look like ReLUs to a reader but are not ReLU calls: refused rather than
+# silently left plain (the Keras backend overrides Relu6; here it is not implemented yet).
+_UNSUPPORTED = {F.relu6, F.hardtanh, F.hardtanh_}
 _ATEN_RELU = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
 
 
@@ -133,6 +136,12 @@ class _ReluOverride(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if func in _UNSUPPORTED:
+            raise CapabilityError(
+                f"{getattr(func, '__name__', func)} (nn.ReLU6 / nn.Hardtanh) has no guided or "
+                "deconv rule in the torch backend, so the gradient would silently be a plain "
+                "one; use relu='plain', or a model with nn.ReLU"
+            )
         call = _relu_call(func, args, kwargs)
         if call is not None and isinstance(call[0], torch.Tensor):
             self.intercepted += 1
