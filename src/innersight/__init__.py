@@ -10,7 +10,9 @@ of its framework is wrapped.
 
 from __future__ import annotations
 
+from innersight import port
 from innersight.api import clear_cache, explain, layers, techniques, wrap
+from innersight.compare import Comparison, compare
 from innersight.core import objectives
 from innersight.core.adapter import Capability, ForwardResult, LayerInfo, ModelAdapter
 from innersight.core.errors import (
@@ -35,6 +37,7 @@ __all__ = [
     "BackendNotFoundError",
     "Capability",
     "CapabilityError",
+    "Comparison",
     "Explanation",
     "ForwardResult",
     "InnersightError",
@@ -50,6 +53,7 @@ __all__ = [
     "TechniqueNotFoundError",
     "__version__",
     "clear_cache",
+    "compare",
     "explain",
     "get_plugin_manager",
     "layers",
@@ -57,6 +61,7 @@ __all__ = [
     "load_images",
     "load_model",
     "objectives",
+    "port",
     "techniques",
     "wrap",
 ]

@@ -67,7 +67,6 @@ PENDING: frozenset[str] = frozenset(
     {
         "cli.md",
         "report.md",
-        "comparison.md",
         "performance.md",
         "demo.md",
     }

@@ -35,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"innersight {ins.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:  # TODO(before commit): drop this guard once every command module exists
-            module = importlib.import_module(f"innersight.cli.{name}_cmd")
-        except ModuleNotFoundError as err:
-            if err.name != f"innersight.cli.{name}_cmd":
-                raise
-            continue
+        module = importlib.import_module(f"innersight.cli.{name}_cmd")
         command = module.add_parser(sub)
         command.set_defaults(_run=module.run)
         # Also accepted after the command; SUPPRESS keeps a global flag from being reset.
