@@ -417,7 +417,12 @@ def test_explain_reads_a_data_set_of_x_y_batches(digits, digits_torch):
 
     from_batches = ins.explain("embeddings", digits_torch, batches(), method="pca", progress=False)
     from_array = ins.explain(
-        "embeddings", digits_torch, digits.x_test, labels=digits.y_test, method="pca", progress=False
+        "embeddings",
+        digits_torch,
+        digits.x_test,
+        labels=digits.y_test,
+        method="pca",
+        progress=False,
     )
     np.testing.assert_allclose(from_batches.values, from_array.values, atol=1e-4)
     assert from_batches.meta["knn_accuracy"] == from_array.meta["knn_accuracy"]
