@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             if not args.debug:
+                # Framework deprecations (torch.jit, TF) are not the command user's to act on.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 warnings.showwarning = _show_warning
             return int(args._run(args))
     except ins.InnersightError as err:
