@@ -13,6 +13,7 @@ without a traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib
 import os
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"innersight: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `innersight layers m | head`: the reader left; not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silence the flush at exit)
+        return 0
     except KeyboardInterrupt:
         print("innersight: interrupted", file=sys.stderr)
         return 130
