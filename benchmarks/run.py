@@ -79,8 +79,7 @@ def main() -> int:
             else runner(nets)
         )
     text = (
-        f"Machine: {machine()}\n\nRun: {time.strftime('%Y-%m-%d %H:%M')}, "
-        f"{time.perf_counter() - t0:.0f} s in all. Medians of 3-7 timed calls after a warm-up "
+        f"Machine: {machine()}\n\nRun: {time.perf_counter() - t0:.0f} s in all. Medians of 3-7 timed calls after a warm-up "
         "call (maximization and t-SNE: one call each).\n\n" + table(rows) + "\n"
     )
     print(text)

@@ -66,11 +66,7 @@ PLUGIN_ENVIRONMENT = (
 #: Pages that other people are still writing: links to them may dangle until they exist.
 #: This list MUST BE EMPTIED: remove each entry as soon as its page exists
 #: (test_pending_pages_are_still_missing fails for entries whose page has appeared).
-PENDING: frozenset[str] = frozenset(
-    {
-        "performance.md",
-    }
-)
+PENDING: frozenset[str] = frozenset()
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             if r.status != "ok":
                 note(args, f"{section.technique}: {r.message}")
     print(f"wrote {path} ({len(report.sections)} techniques, {report.seconds:.1f} s)")
+    failed = sorted({s.technique for s in report.sections for r in s.runs if r.status == "error"})
+    if failed:  # the report is written either way; the exit code tells scripts (as demo does)
+        print(f"innersight: error: {', '.join(failed)} failed (see the report)", file=sys.stderr)
+        return 1
     return 0
 
 
