@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,18 +79,36 @@ def run_demo(
     n_inputs: int = 8,
     progress: ProgressArg = None,
     echo: Callable[[str], Any] = print,
+    force: bool = False,
 ) -> DemoResult:
     """Build the demo report and PNGs under ``out/demo``; returns where they are.
 
     Args:
-        out: the output folder; files go to ``out/demo`` (overwritten on every run).
+        out: the output folder; files go to ``out/demo``. The demo's own files from an earlier
+            run are replaced; any other file there makes it refuse unless ``force``.
         n_inputs: how many held-out digits to explain.
         progress: the report's progress (None: a bar on a terminal).
         echo: where status lines go (``print``; a no-op to stay quiet).
+        force: write even when ``out/demo`` holds files the demo did not make (never deletes).
     """
     start = time.perf_counter()
+    _check_folder(Path(out).expanduser() / "demo", force=force)
     with _single_torch_thread():
         return _run(out, n_inputs, progress, echo, start)
+
+
+def _check_folder(folder: Path, *, force: bool) -> None:
+    """Refuse to write into a folder holding files that are not the demo's own."""
+    if force or not folder.is_dir():
+        return
+    own = re.compile(r"report\.html|(torch|keras)_[a-z0-9_]+\.png")
+    foreign = sorted(p.name for p in folder.iterdir() if not own.fullmatch(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise InputError(
+            f"{str(folder)!r} holds files the demo did not write ({shown}); the demo would mix "
+            "its files with them. Use another -o folder, or pass --force (nothing is deleted)"
+        )
 
 
 @contextlib.contextmanager

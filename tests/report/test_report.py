@@ -323,3 +323,18 @@ def test_demo_command_writes_the_report_and_an_image_per_technique(tmp_path):
             assert decode(
                 "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
             ).size
+
+
+def test_demo_refuses_a_folder_holding_other_files(tmp_path, capsys):
+    from innersight.cli import main
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "report.html").write_text("old demo report")  # the demo's own: replaced
+    (folder / "torch_saliency.png").write_bytes(b"old")
+    (folder / "notes.txt").write_text("mine")  # not the demo's: protected
+    assert main(["demo", "-o", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"holds files the demo did not write \(notes\.txt\).*--force", err)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (folder / "report.html").read_text() == "old demo report"

@@ -23,7 +23,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "-o", "--out", default="out", metavar="DIR", help="output folder (default: out)"
     )
     parser.add_argument(
-        "-n", "--inputs", type=int, default=8, metavar="N", help="held-out digits to explain"
+        "-n",
+        "--inputs",
+        type=int,
+        default=8,
+        metavar="N",
+        help="held-out digits to explain (default: 8)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into DIR/demo even when it holds files the demo did not make (never deletes)",
     )
     return parser
 
@@ -49,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     echo = (lambda _msg: None) if args.quiet else print
     result = run_demo(
-        args.out, n_inputs=args.inputs, progress=False if args.quiet else None, echo=echo
+        args.out,
+        n_inputs=args.inputs,
+        progress=False if args.quiet else None,
+        echo=echo,
+        force=args.force,
     )
     for key, acc in result.accuracies.items():
         print(f"{key} digits CNN: test accuracy {acc:.2%} on {result.report.dataset_size} digits")
