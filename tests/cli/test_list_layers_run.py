@@ -329,3 +329,27 @@ def test_subprocess_run_and_refused_pickle(tmp_path, files):
     assert "innersight: error:" in done.stderr and "--unsafe" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "p").exists()
+
+
+def test_run_set_techniques_get_all_inputs_and_generators_are_named_once(
+    capsys, tmp_path, digits, digits_torch
+):
+    np.save(tmp_path / "set.npy", digits.x_test[:20])
+    code, _, err = cli(
+        capsys, "-q", "run", "embeddings", "innersight.models:digits_cnn", tmp_path / "set.npy",
+        "--input-shape", "32,32,1", "-p", "method=pca", "-o", tmp_path / "emb",
+    )  # fmt: skip
+    assert code == 0, err
+    ex = ins.Explanation.load(tmp_path / "emb" / "embeddings.npz")
+    direct = ins.explain("embeddings", digits_torch, digits.x_test[:20], method="pca")
+    np.testing.assert_allclose(np.abs(ex.values), np.abs(direct.values), rtol=1e-4, atol=1e-4)
+    code, _, err = cli(
+        capsys, "-q", "run", "class_maximization", "innersight.models:digits_cnn",
+        "--input-shape", "32,32,1", "-p", "classes=3", "-p", "steps=4", "-o", tmp_path / "cls",
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "cls").iterdir()) == [
+        "class_maximization.json",
+        "class_maximization.npz",
+        "class_maximization.png",
+    ]

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             ex.meta["timings"] = {**timings, "explain": ex.meta.get("seconds")}
             ex.meta["cli"] = {**record, "input": name}
             _name_targets(ex, classes)
-            written = _save(ex, out / f"{name}_{tech.name}")
+            written = _save(ex, out / (name if name == tech.name else f"{name}_{tech.name}"))
             bar.update(1)
             if not args.quiet:
                 print(f"{name}: {_summary(ex)} -> {written}")
@@ -155,9 +155,13 @@ def _inputs(args: argparse.Namespace, adapter: Any) -> tuple[np.ndarray | None, 
 def _jobs(
     tech: Technique, x: np.ndarray | None, names: list[str], params: dict[str, Any]
 ) -> list[tuple[str, np.ndarray | None, dict[str, Any]]]:
-    """One run per input; a per-input ``target`` list is split among them."""
+    """One run per input (a per-input ``target`` list is split among them), except for
+    techniques without inputs or that describe the whole set (embeddings): one run, named after
+    the technique."""
     if x is None:
         return [(tech.name, None, params)]
+    if tech.accepts_datasets:
+        return [(tech.name, x, params)]
     target = params.get("target")
     if isinstance(target, (list, tuple)) and len(target) not in (1, len(x)):
         raise InputError(
