@@ -117,6 +117,7 @@ def test_keras_files_and_keras_spec_with_weights(tmp_path, digits_keras):
     ("source", "message"),
     [
         ("missing.keras", r"model file 'missing.keras' does not exist"),
+        ("model.onnx", r"model file 'model.onnx' does not exist, and .onnx files are not a format"),
         ("innersight.models.digits_cnn", r"neither an existing model file nor a spec.*colon"),
         ("a:b:c", r"malformed; write 'package.module:callable'"),
         ("no_such_module_xyz:build", r"cannot import module 'no_such_module_xyz'"),

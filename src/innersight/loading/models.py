@@ -90,12 +90,21 @@ def _existing(source: str | Path) -> Path:
             f"model spec {text!r} is malformed; write 'package.module:callable' with one colon, "
             "e.g. 'innersight.models:digits_cnn'"
         )
+    if path.suffix.lower() in _OTHER_FORMATS:
+        raise InputError(
+            f"model file {text!r} does not exist, and {path.suffix} files are not a format "
+            f"innersight loads; pass {_FORMATS}"
+        )
     if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", text):
         raise InputError(
             f"{text!r} is neither an existing model file nor a spec: a spec separates the module "
             "from the callable with a colon, e.g. 'innersight.models:digits_cnn'"
         )
     raise InputError(f"model {text!r} does not exist; pass {_FORMATS}")
+
+
+# Model formats of other tools: a missing file with one of these names is a path mistake.
+_OTHER_FORMATS = frozenset({".onnx", ".pb", ".tflite", ".pth", ".pkl", ".bin", ".safetensors"})
 
 
 def _from_file(path: Path, allow_pickle: bool) -> Any:
