@@ -44,7 +44,7 @@ def test_every_digit_image_is_classified_as_its_class(backend, digits_torch, dig
     # objective = logit - l2 ||x||^2, and it went up from the gray start
     norms = np.sum(ex.values.astype(np.float64) ** 2, axis=(1, 2, 3))
     np.testing.assert_allclose(
-        ex.meta["objective"], outputs[np.arange(10), np.arange(10)] - 0.3 * norms, rtol=1e-4
+        ex.meta["objective"], outputs[np.arange(10), np.arange(10)] - 0.05 * norms, rtol=1e-4
     )
     assert np.all(np.array(ex.meta["objective"]) > np.array(ex.meta["initial_objective"]) + 10)
 
@@ -124,3 +124,22 @@ def test_conformance_on_the_reference_and_torch_backends(torch_small):
     check_technique("class_maximization", reference_model("conv"), None, steps=5)
     adapter = ins.wrap(torch_small, input_shape=(12, 12, 3))
     check_technique("class_maximization", adapter, None, steps=5, param="pixel", jitter=0)
+
+
+@pytest.mark.slow
+def test_a_cnn_trained_in_this_test_gets_class_images_above_90_percent(digits):
+    """Not only the shipped weights: a digits CNN trained here (short recipe, seed 1)."""
+    import torch
+
+    from innersight.models import DIGITS_SPEC, build
+    from innersight.models.train_digits import train
+
+    weights = train(seed=1, epochs=6)
+    model = build(DIGITS_SPEC, "torch", weights)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(digits.x_test.transpose(0, 3, 1, 2))).numpy()
+    assert (logits.argmax(1) == digits.y_test).mean() >= 0.97
+    ex = ins.explain("class_maximization", model, progress=False, **DIGITS)
+    outputs = ins.wrap(model).forward(ex.values).outputs
+    prob = softmax(outputs.astype(np.float64))[np.arange(10), np.arange(10)]
+    assert np.all(prob > 0.9), prob
