@@ -14,8 +14,13 @@ SHAPE = (150, 150, 3)
 SPEC = seed_convnet_spec()
 
 
+DEVICE = "cpu"  # run.py --device cuda: torch on the GPU, Keras left out
+
+
 def models() -> dict[str, object]:
-    """The reference convnet in both frameworks, same seeded weights."""
+    """The reference convnet in both frameworks, same seeded weights (torch only on a GPU)."""
+    if DEVICE != "cpu":
+        return {"torch": seed_convnet("torch").to(DEVICE)}
     return {"torch": seed_convnet("torch"), "keras": seed_convnet("keras")}
 
 
@@ -24,17 +29,11 @@ def layer(backend: str, keras_name: str) -> str:
 
 
 def image() -> np.ndarray:
-    """A real photo (scikit-image's cat, else a scikit-learn sample image) at 150x150, 0..1."""
-    try:
-        from skimage import data
-
-        photo = data.chelsea()
-    except ImportError:
-        from sklearn.datasets import load_sample_images
-
-        photo = load_sample_images().images[0]
+    """A real photo (scikit-learn's sample image of a temple) at 150x150, values 0..1."""
     from PIL import Image
+    from sklearn.datasets import load_sample_images
 
+    photo = load_sample_images().images[0]
     small = Image.fromarray(photo).resize(SHAPE[:2], Image.BILINEAR)
     return (np.asarray(small, np.float32) / 255.0)[None]
 
@@ -77,23 +76,30 @@ def _captum_occlusion(model: object, x: np.ndarray, ips: float) -> list[Row]:
         from captum.attr import Occlusion
     except ImportError:
         return [Row("captum Occlusion", "torch", float("nan"), notes="captum not installed")]
+    import copy
+
     import torch
 
-    fwd = torch_forward(model)
-    wrapped = lambda t: fwd(t.permute(0, 2, 3, 1).numpy())  # noqa: E731
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[attr-defined]
+    device = next(fast.parameters()).device
+
+    def wrapped(t: object) -> object:
+        with torch.no_grad():
+            return fast(t.contiguous(memory_format=torch.channels_last))  # type: ignore[attr-defined]
+
     occ = Occlusion(wrapped)
-    t_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    t_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
     n = ((SHAPE[0] - 15) // 8 + 1) * ((SHAPE[1] - 15) // 8 + 1) + 1
     best = (float("inf"), 0)
     for ppe in (1, 8, 16, 32, 64):
-        run = lambda: occ.attribute(  # noqa: E731
+        run = lambda: occ.attribute(  # noqa: E731  (.cpu(): wait for the GPU)
             t_nchw,
             sliding_window_shapes=(3, 15, 15),
             strides=(3, 8, 8),
             target=0,
             baselines=0.0,
             perturbations_per_eval=ppe,
-        )
+        ).cpu()
         best = min(best, (median_time(run, repeats=2), ppe))
     return [
         Row(
@@ -122,10 +128,12 @@ def _fwd_bwd(backend: str, model: object, x: np.ndarray) -> float:
     if backend == "torch":
         import torch
 
+        device = next(model.parameters()).device  # type: ignore[attr-defined]
+
         def run() -> object:
-            t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+            t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device).requires_grad_(True)
             model(t)[:, 0].sum().backward()  # type: ignore[operator]
-            return t.grad
+            return t.grad.cpu()  # type: ignore[union-attr]
 
     else:
         import tensorflow as tf

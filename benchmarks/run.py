@@ -45,7 +45,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cuda (Keras and t-SNE are left out)"
+    )
     args = parser.parse_args()
+    cases.DEVICE = args.device
+    if args.device != "cpu":
+        args.only = ",".join(c for c in args.only.split(",") if c != "embeddings")
     chosen = [c for c in args.only.split(",") if c]
     unknown = set(chosen) - set(CASES)
     if unknown:

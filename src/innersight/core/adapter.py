@@ -128,8 +128,13 @@ class ModelAdapter(Protocol):
         ...
 
 
-def check_input_array(x: Any, *, expected: tuple[int | None, ...] | None = None) -> np.ndarray:
+def check_input_array(
+    x: Any, *, expected: tuple[int | None, ...] | None = None, copy: bool = True
+) -> np.ndarray:
     """Validate a batch and return it as a fresh float32 array (never the caller's object).
+
+    ``copy=False`` returns a float32 input as it is (no copy): for an adapter that copies the
+    data anyway, e.g. onto a GPU, and never lets the model see the caller's memory.
 
     The dtype rule: floating point (float16/32/64) is accepted and converted to float32.
     Everything else is refused with an InputError saying how to convert, because no conversion
@@ -154,7 +159,7 @@ def check_input_array(x: Any, *, expected: tuple[int | None, ...] | None = None)
     if expected is not None:
         _check_shape(x.shape, expected)
     with np.errstate(over="ignore"):
-        out = np.array(x, dtype=np.float32, copy=True)
+        out = np.array(x, dtype=np.float32, copy=True if copy else None)
     if not np.isfinite(out).all():  # one pass in the common case; the cause only on failure
         _explain_non_finite(x)
     return out
@@ -289,9 +294,9 @@ class BaseAdapter:
         return np.asarray(out.reshape(out.shape[0], -1).argmax(axis=1), dtype=np.int64)
 
     # -- helpers for subclasses ------------------------------------------------------------
-    def check_input(self, x: Any) -> np.ndarray:
+    def check_input(self, x: Any, *, copy: bool = True) -> np.ndarray:
         """Validated float32 copy of ``x`` (see :func:`check_input_array`)."""
-        return check_input_array(x, expected=self.input_shape)
+        return check_input_array(x, expected=self.input_shape, copy=copy)
 
     def layer_info(self, name: str) -> LayerInfo:
         """The LayerInfo called ``name``; LayerNotFoundError with suggestions otherwise."""

@@ -266,7 +266,9 @@ class TorchAdapter(BaseAdapter):
     # -- plumbing ----------------------------------------------------------------------------
     def _prepare(self, x: Any) -> np.ndarray:
         try:
-            x_np = self.check_input(x)
+            # On a GPU the tensor is a copy anyway: skip the host-side one (~1/3 of occlusion's
+            # time on an H200). On the CPU torch.from_numpy shares memory, so copy there.
+            x_np = self.check_input(x, copy=self.options.device.type == "cpu")
         except InputError as err:
             hint = channels_first_hint(getattr(x, "shape", ()), self.options.input_shape, str(err))
             raise InputError(f"{err}{hint}") from None
