@@ -398,4 +398,4 @@ def test_progress_false_is_silent_and_callbacks_see_every_item(small_weights, im
     assert seen == [(8, 36), (16, 36), (24, 36), (32, 36), (36, 36)]
     explain(model, images, window=5, stride=4, progress=True)
     # a bar was drawn (tqdm clears it at the end; how far it got depends on its refresh rate)
-    assert re.search(r"occlusion:.*\d+/36", capsys.readouterr().err)
+    assert re.search(r"occlusion\b.*\d+/36", capsys.readouterr().err)
