@@ -40,8 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         command = module.add_parser(sub)
         command.set_defaults(_run=module.run)
         # Also accepted after the command; SUPPRESS keeps a global flag from being reset.
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+        command.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="no progress bars or notes",
+        )
     return parser
 
 

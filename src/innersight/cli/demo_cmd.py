@@ -20,7 +20,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(both models side by side) and DIR/demo/<backend>_<technique>.png.",
     )
     parser.add_argument(
-        "-o", "--out", default="out", metavar="DIR", help="output folder (default: out)"
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        default="out",
+        metavar="DIR",
+        help="output folder (default: out)",
     )
     parser.add_argument(
         "-n",
