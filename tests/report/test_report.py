@@ -338,3 +338,26 @@ def test_demo_refuses_a_folder_holding_other_files(tmp_path, capsys):
     assert re.search(r"holds files the demo did not write \(notes\.txt\).*--force", err)
     assert (folder / "notes.txt").read_text() == "mine"
     assert (folder / "report.html").read_text() == "old demo report"
+
+
+def test_report_command_embeds_a_labelled_data_set(tmp_path, capsys):
+    from innersight.cli import main
+    from innersight.models import digits_data
+
+    data = digits_data()
+    np.save(tmp_path / "inputs.npy", data.x_test[:2])
+    np.savez(tmp_path / "set.npz", x=data.x_test[:60], y=data.y_test[:60])
+    out = tmp_path / "r.html"
+    argv = ["-q", "report", "innersight.models:digits_cnn", str(tmp_path / "inputs.npy"),
+            "--input-shape", "32,32,1", "--techniques", "embeddings", "--dataset",
+            str(tmp_path / "set.npz"), "-o", str(out)]  # fmt: skip
+    with one_torch_thread():
+        assert main(argv) == 0, capsys.readouterr().err
+    doc = out.read_text(encoding="utf-8")
+    section = doc[doc.index('id="technique-embeddings"') :]
+    assert "60" in section and "skipped" not in section.split("</section>")[0]
+    np.savez(tmp_path / "bad.npz", images=data.x_test[:5])
+    assert (
+        main([*argv[:-4], "--dataset", str(tmp_path / "bad.npz"), "-o", str(out), "--force"]) == 1
+    )
+    assert "holds arrays ['images']; it needs 'x'" in capsys.readouterr().err

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from innersight.cli.common import add_input_args, add_model_args, load_model_from_args, note
 from innersight.core.errors import InputError
 
@@ -49,6 +51,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="TECHNIQUE.KEY=VALUE",
         help="a technique parameter, e.g. occlusion.window=4 (repeatable)",
     )
+    parser.add_argument(
+        "--dataset",
+        metavar="FILE.npz",
+        help="a labelled data set for the embeddings section: an .npz with arrays 'x' "
+        "(N, H, W, C) and 'y' (N,), e.g. np.savez('set.npz', x=x, y=y)",
+    )
     parser.add_argument("--title", help="the report's title")
     parser.add_argument("--seed", type=int, default=0, help="seed for randomised techniques")
     parser.add_argument(
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         labels=labels,
         input_names=names,
         class_names=class_names,
+        dataset=_dataset(args.dataset),
         params=params,
         seed=args.seed,
         progress=False if args.quiet else None,
@@ -104,6 +113,29 @@ def _check_output(output: Path, *, force: bool) -> None:
         raise InputError(
             f"{str(output)!r} already exists; pass --force to overwrite it, or -o another file"
         )
+
+
+def _dataset(path: str | None) -> tuple[Any, Any] | None:
+    """``(x, y)`` from an .npz holding arrays ``x`` and ``y`` (nothing is unpickled)."""
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"--dataset {path!r} could not be read as an .npz of arrays ({err}); write it with "
+            "np.savez('set.npz', x=images, y=labels)"
+        ) from err
+    if "x" not in arrays or "y" not in arrays:
+        raise InputError(
+            f"--dataset {path!r} holds arrays {sorted(arrays)}; it needs 'x' (N, H, W, C) and "
+            "'y' (N,): np.savez('set.npz', x=images, y=labels)"
+        )
+    x, y = arrays["x"], arrays["y"]
+    if len(x) != len(y):
+        raise InputError(f"--dataset {path!r}: x has {len(x)} samples but y has {len(y)} labels")
+    return x, y
 
 
 def _model_key(source: str) -> str:
