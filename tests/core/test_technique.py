@@ -86,3 +86,22 @@ def test_jupyter_html_and_short_repr():
     data = re.search(r'src="data:image/png;base64,([^"]+)"', html_text).group(1)
     image = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
     np.testing.assert_array_equal(image[..., :3], ex.to_image()[..., :3])
+
+
+def test_channel_reductions_and_their_errors():
+    import pytest
+
+    from innersight.core import InputError, check_reduction, reduce_channels
+
+    x = np.arange(2 * 2 * 2 * 3, dtype=np.float32).reshape(2, 2, 2, 3)
+    np.testing.assert_array_equal(reduce_channels(x, "max"), x[..., 2])
+    np.testing.assert_array_equal(reduce_channels(x, "sum"), 3 * x[..., 1])
+    np.testing.assert_array_equal(reduce_channels(x, "mean"), x[..., 1])
+    assert reduce_channels(x, None) is x
+    vectors = np.ones((2, 5), np.float32)
+    assert reduce_channels(vectors, "max") is vectors  # no channel axis
+    check_reduction("sum", ("sum", "mean", None))
+    with pytest.raises(
+        InputError, match=r"reduce_channels='max' is unknown; use 'sum', 'mean' or None"
+    ):
+        check_reduction("max", ("sum", "mean", None))

@@ -36,7 +36,13 @@ from innersight.core.markers import hookimpl, hookspec
 from innersight.core.optimize import Ascent, ascend, l2_penalty, model_objective
 from innersight.core.param import make_param
 from innersight.core.render import Renderer
-from innersight.core.technique import Explanation, Technique, resolve_target
+from innersight.core.technique import (
+    Explanation,
+    Technique,
+    check_reduction,
+    reduce_channels,
+    resolve_target,
+)
 from innersight.core.transforms import RandomTransforms
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "ascend",
     "bytes_per_sample",
     "check_input_array",
+    "check_reduction",
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
@@ -76,6 +83,7 @@ __all__ = [
     "make_param",
     "model_objective",
     "objectives",
+    "reduce_channels",
     "resolve_target",
     "run_targets",
 ]

@@ -216,3 +216,26 @@ def resolve_target(model: ModelAdapter, inputs: np.ndarray, target: Any) -> np.n
     if target is None:
         return np.asarray(model.predict_classes(inputs), dtype=np.int64)
     return per_sample(target, len(inputs), what="target")
+
+
+def check_reduction(how: Any, allowed: tuple[str | None, ...]) -> None:
+    """InputError unless ``how`` (a ``reduce_channels`` value) is one of ``allowed``."""
+    if how not in allowed:
+        names = ", ".join(repr(a) for a in allowed if a is not None)
+        raise InputError(
+            f"reduce_channels={how!r} is unknown; use {names}"
+            + (" or None" if None in allowed else "")
+        )
+
+
+def reduce_channels(values: np.ndarray, how: str | None) -> np.ndarray:
+    """``(N, H, W, C) -> (N, H, W)`` by ``"max"``, ``"mean"`` or ``"sum"`` over channels.
+
+    None keeps the channels; arrays without a channel axis (``(N, D)`` vectors) pass unchanged.
+    Validate ``how`` first with :func:`check_reduction`.
+    """
+    if how is None or values.ndim < 4:
+        return values
+    if how == "max":
+        return values.max(axis=-1)
+    return values.sum(axis=-1) if how == "sum" else values.mean(axis=-1)

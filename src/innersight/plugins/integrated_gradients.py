@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Callable
 from typing import Any, Union
 
 import numpy as np
@@ -38,14 +37,16 @@ from innersight.core import (
     Explanation,
     InputError,
     ModelAdapter,
+    ProgressArg,
     Technique,
     bytes_per_sample,
+    check_reduction,
     hookimpl,
     objectives,
     resolve_target,
 )
+from innersight.core import reduce_channels as reduce_channels_of
 
-ProgressArg = Union[bool, None, Callable[[int, int], Any]]
 BaselineArg = Union[float, str, np.ndarray]
 METHODS = ("adaptive", "riemann_trapezoid", "riemann_midpoint", "gauss_legendre")
 REDUCTIONS = ("sum", "mean", None)
@@ -243,12 +244,6 @@ def adaptive(path: _Path, steps: int, tolerance: float, max_steps: int) -> list[
     return grids
 
 
-def _reduce(values: np.ndarray, how: str | None) -> np.ndarray:
-    if how is None or values.ndim < 4:  # vectors (N, D) have no channels
-        return values
-    return values.sum(axis=-1) if how == "sum" else values.mean(axis=-1)
-
-
 def _check_method(
     method: Any, steps: Any, tolerance: Any, max_steps: Any
 ) -> tuple[int, float | None, int | None]:
@@ -316,10 +311,7 @@ class IntegratedGradients(Technique):
             "mean".
         """
         steps, tolerance, max_steps = _check_method(method, steps, tolerance, max_steps)
-        if reduce_channels not in REDUCTIONS:
-            raise InputError(
-                f"reduce_channels={reduce_channels!r} is unknown; use 'sum', 'mean' or None"
-            )
+        check_reduction(reduce_channels, REDUCTIONS)
         base = resolve_baseline(baseline, inputs)
         targets = resolve_target(model, inputs, target)
         options = {"batch_size": batch_size, "progress": progress, "desc": self.name}
@@ -353,7 +345,7 @@ class IntegratedGradients(Technique):
         return Explanation(
             technique=self.name,
             kind="heatmap",
-            values=_reduce(attributions.astype(np.float32), reduce_channels),
+            values=reduce_channels_of(attributions.astype(np.float32), reduce_channels),
             inputs=inputs,
             params={
                 "target": targets.tolist(),

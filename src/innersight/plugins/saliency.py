@@ -8,24 +8,16 @@ import numpy as np
 
 from innersight.core import (
     Explanation,
-    InputError,
     ModelAdapter,
     Technique,
+    check_reduction,
     hookimpl,
     objectives,
     resolve_target,
 )
+from innersight.core import reduce_channels as reduce_channels_of
 
 REDUCTIONS = ("max", "mean", None)
-
-
-def reduce_over_channels(values: np.ndarray, how: str | None) -> np.ndarray:
-    """(N, H, W, C) -> (N, H, W) by max or mean over channels; None keeps the channels."""
-    if how not in REDUCTIONS:
-        raise InputError(f"reduce_channels={how!r} is unknown; use 'max', 'mean' or None")
-    if how is None or values.ndim < 4:
-        return values
-    return values.max(axis=-1) if how == "max" else values.mean(axis=-1)
 
 
 class Saliency(Technique):
@@ -47,9 +39,10 @@ class Saliency(Technique):
         target: class per sample (an int, one int per sample, or None: the predicted class).
         reduce_channels: "max" (default, Simonyan et al.), "mean", or None to keep (N, H, W, C).
         """
+        check_reduction(reduce_channels, REDUCTIONS)
         targets = resolve_target(model, inputs, target)
         scores, grads = model.value_and_grad(inputs, objectives.Logit(targets))
-        values = reduce_over_channels(np.abs(grads), reduce_channels)
+        values = reduce_channels_of(np.abs(grads), reduce_channels)
         return Explanation(
             technique=self.name,
             kind="heatmap",

@@ -17,8 +17,7 @@ size, and the sums are accumulated in float64 in a fixed order.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,14 +26,16 @@ from innersight.core import (
     Explanation,
     InputError,
     ModelAdapter,
+    ProgressArg,
     Technique,
     bytes_per_sample,
+    check_reduction,
     hookimpl,
     objectives,
     resolve_target,
 )
+from innersight.core import reduce_channels as reduce_channels_of
 
-ProgressArg = Union[bool, None, Callable[[int, int], Any]]
 REDUCTIONS = ("max", "mean", None)
 
 
@@ -67,12 +68,6 @@ def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"seed must be a non-negative int or None, got {seed!r}")
     return int(seed)
-
-
-def _reduce(values: np.ndarray, how: str | None) -> np.ndarray:
-    if how is None or values.ndim < 4:  # vectors (N, D) have no channels
-        return values
-    return values.max(axis=-1) if how == "max" else values.mean(axis=-1)
 
 
 class SmoothGrad(Technique):
@@ -111,10 +106,7 @@ class SmoothGrad(Technique):
         noise, samples, seed = _check_noise(noise), _check_samples(samples), _check_seed(seed)
         if not isinstance(magnitude, (bool, np.bool_)):
             raise InputError(f"magnitude must be True or False, got {magnitude!r}")
-        if reduce_channels not in REDUCTIONS:
-            raise InputError(
-                f"reduce_channels={reduce_channels!r} is unknown; use 'max', 'mean' or None"
-            )
+        check_reduction(reduce_channels, REDUCTIONS)
         targets = resolve_target(model, inputs, target)
         n = len(inputs)
         flat = inputs.reshape(n, -1).astype(np.float64)
@@ -148,7 +140,7 @@ class SmoothGrad(Technique):
             progress=progress,
             desc=self.name,
         )
-        values = _reduce((total / samples).astype(np.float32), reduce_channels)
+        values = reduce_channels_of((total / samples).astype(np.float32), reduce_channels)
         return Explanation(
             technique=self.name,
             kind="heatmap",
