@@ -163,8 +163,8 @@ class _Run:
         self._transform: str | None = None
         self._sizes: Counter[int] = Counter()
         shapes = [info.output_shape for info in model.layers()]
-        # input + every layer output, plus the occluded copy, its mask and the gathered baseline
-        self.per_sample = bytes_per_sample(inputs.shape[1:], shapes) + 3 * inputs[0].nbytes
+        # input + every layer output, plus the occluded copy the chunk builds
+        self.per_sample = bytes_per_sample(inputs.shape[1:], shapes) + inputs[0].nbytes
         self.key = ("occlusion", model.backend, type(model).__name__, model.name, inputs.shape[1:])
 
     def originals(self, score: str) -> np.ndarray:
