@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from innersight.core import objectives
 from innersight.core.adapter import (
+    LOGITS,
     BaseAdapter,
     Capability,
     ForwardResult,
     LayerInfo,
     ModelAdapter,
     check_input_array,
+    input_tap,
     is_dataset,
+    is_input_tap,
 )
 from innersight.core.ascent import AscentOptions, image_shape, run_targets
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
@@ -46,6 +49,7 @@ from innersight.core.technique import (
 from innersight.core.transforms import RandomTransforms
 
 __all__ = [
+    "LOGITS",
     "Ascent",
     "AscentOptions",
     "BackendNotFoundError",
@@ -78,7 +82,9 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "image_shape",
+    "input_tap",
     "is_dataset",
+    "is_input_tap",
     "l2_penalty",
     "make_param",
     "model_objective",

@@ -18,6 +18,7 @@ from innersight.core.errors import InputError, LayerNotFoundError, did_you_mean,
 from innersight.core.objectives import Objective
 
 __all__ = [
+    "LOGITS",
     "BaseAdapter",
     "Capability",
     "ForwardResult",
@@ -25,9 +26,33 @@ __all__ = [
     "ModelAdapter",
     "ReluMode",
     "check_input_array",
+    "input_tap",
+    "is_input_tap",
 ]
 
 ReluMode = Literal["plain", "guided", "deconv"]
+
+#: Special tap: ``forward(x, taps=[LOGITS]).activations[LOGITS]`` is the (N, K) score that
+#: ``Logit`` objectives read: the pre-activation of a final softmax/sigmoid where the adapter
+#: finds one, else the outputs themselves. One meaning of "logit" for every technique.
+LOGITS = "@logits"
+_INPUT_SUFFIX = "@input"
+
+
+def input_tap(layer: str) -> str:
+    """The tap name for the INPUT of ``layer`` (its first positional argument, channels-last).
+
+    ``forward(x, taps=[input_tap("fc")])`` returns what ``fc`` receives, e.g. the flattened,
+    pooled features before a final dense layer, whatever functional ops made them.
+    """
+    return f"{layer}{_INPUT_SUFFIX}"
+
+
+def is_input_tap(tap: str) -> str | None:
+    """The layer name of an :func:`input_tap`, or None for an ordinary tap."""
+    return tap[: -len(_INPUT_SUFFIX)] if tap.endswith(_INPUT_SUFFIX) else None
+
+
 RELU_MODES: tuple[str, ...] = ("plain", "guided", "deconv")
 
 
@@ -56,12 +81,16 @@ class LayerInfo:
             ``None`` entries where unknown; ``()`` when the backend cannot tell at all (a layer
             that was never run and has no static shape).
         num_params: number of parameters the layer itself owns.
+        aliases: other names whose output is this very tensor, innermost first (torch: the
+            containers a leaf's last call completes, e.g. ``("layer4.1", "layer4")`` for
+            ``layer4.1.relu``). Techniques may name a layer by its outermost alias.
     """
 
     name: str
     kind: str
     output_shape: tuple[int | None, ...]
     num_params: int = 0
+    aliases: tuple[str, ...] = ()
 
     @property
     def is_spatial(self) -> bool:
@@ -110,11 +139,19 @@ class ModelAdapter(Protocol):
         ...
 
     def layers(self) -> Sequence[LayerInfo]:
-        """Every tappable layer, in execution order."""
+        """Every tappable layer, in execution order.
+
+        Adapters that learn the graph from a pass (torch) list, once a pass has run, only the
+        layers that ran, ordered by the completion of their last call.
+        """
         ...
 
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
-        """Outputs and the activations of ``taps`` from ONE forward pass (inference mode)."""
+        """Outputs and the activations of ``taps`` from ONE forward pass (inference mode).
+
+        Besides layer names, ``taps`` may hold :data:`LOGITS` and :func:`input_tap` names;
+        an adapter that cannot serve them raises LayerNotFoundError for them.
+        """
         ...
 
     def predict_classes(self, x: np.ndarray) -> np.ndarray:
