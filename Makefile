@@ -36,9 +36,8 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# Captum is a benchmark-only dependency (the peer library occlusion is compared with).
+# Captum (a dev dependency: the peer library tests and benchmarks compare with).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt captum
 	$(PY) benchmarks/run.py
 
 clean:

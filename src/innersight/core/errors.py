@@ -13,6 +13,7 @@ __all__ = [
     "BackendNotFoundError",
     "CapabilityError",
     "InnersightError",
+    "InnersightWarning",
     "InputError",
     "LayerNotFoundError",
     "ObjectiveError",
@@ -26,6 +27,12 @@ __all__ = [
 
 class InnersightError(Exception):
     """Root of every error innersight raises for a user mistake."""
+
+
+class InnersightWarning(UserWarning):
+    """A result that is computed but may not mean what the user expects (e.g. guided
+    backpropagation on a model without ReLUs is the plain gradient). The message says why and
+    what to do; filter with ``warnings.simplefilter("ignore", InnersightWarning)``."""
 
 
 class PluginLoadError(InnersightError):
