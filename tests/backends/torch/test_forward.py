@@ -10,7 +10,7 @@ from torch import nn  # noqa: E402
 
 from innersight.backends.torch.adapter import TorchAdapter  # noqa: E402
 from innersight.core import objectives as O  # noqa: E402
-from innersight.core.errors import InputError, LayerNotFoundError, ObjectiveError  # noqa: E402
+from innersight.core.errors import InputError, LayerNotFoundError  # noqa: E402
 from tests import models  # noqa: E402
 
 
@@ -297,8 +297,14 @@ def test_layers_that_never_run(images):
         def forward(self, x):
             return self.used(x).mean(dim=(2, 3))
 
+    # (issue 10 item 2: a module that never runs is named as such, on the first pass and later)
+    never = r"layer 'spare' never runs in forward\(\) of torch model Unused.*nearby: 'used'"
     adapter = TorchAdapter(Unused())
-    with pytest.raises(InputError, match=r"layer\(s\) 'spare' did not run in the forward pass"):
+    with pytest.raises(LayerNotFoundError, match=never):
         adapter.forward(images, taps=["used", "spare"])
-    with pytest.raises(ObjectiveError, match="layer 'spare' did not run in the forward pass"):
+    with pytest.raises(LayerNotFoundError, match=never):
         adapter.value_and_grad(images, O.Channel("spare", 0))
+    with pytest.raises(LayerNotFoundError, match=never):
+        TorchAdapter(Unused()).value_and_grad(images, O.Channel("spare", 0))  # first pass
+    assert [info.name for info in adapter.layers()] == ["used"]
+    assert adapter.forward(images, taps=["used"]).activations["used"].shape == (4, 10, 10, 2)

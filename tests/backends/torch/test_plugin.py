@@ -64,7 +64,7 @@ def test_unknown_option_lists_valid_ones(wrap, small_weights):
     with pytest.raises(
         InputError,
         match=r"unknown option\(s\) 'input_layuot' for the torch "
-        r"backend; valid options: input_layout, input_shape, logits, device; "
+        r"backend; valid options: input_layout, input_shape, logits, device, layer_layouts; "
         r"did you mean 'input_layout'",
     ):
         wrap(models.torch_small(small_weights), input_layuot="NHWC")

@@ -18,7 +18,18 @@ Semantics worth knowing:
   adapter's first pass (which therefore runs to the end); see :mod:`.probe`.
 * ``forward().outputs`` are what the model returns (probabilities for a model ending in Softmax);
   Logit objectives read the pre-activation score when ``logits="auto"`` finds a final activation.
-* Rank-4 activations are taken as NCHW and returned as NHWC, also for ``input_layout="NHWC"``.
+* Rank-4 activations are returned channels-last: NCHW tensors are transposed, tensors a model
+  keeps channels-last inside (timm ConvNeXt's permute -> LayerNorm -> Linear, Swin) are
+  detected and returned as they are (:mod:`.detect`; ``layer_layouts=`` where it cannot tell).
+* Once a pass has run, ``layers()`` lists the leaf modules that ran, in execution order, with
+  their container aliases; modules that never run are left out and refused as taps
+  (:mod:`.catalog`). Besides layer names, ``forward`` serves the special taps
+  :data:`~innersight.core.LOGITS` and :func:`~innersight.core.input_tap`.
+* NCHW models get a channels_last view of the input (fast convolutions); a model whose own
+  ``x.view(...)`` needs contiguous NCHW memory makes the adapter fall back, once and for good,
+  to a contiguous input and re-run the pass (:mod:`.layout`).
+* After a gradient call with ``relu="guided"``/``"deconv"``, ``last_relu_report`` counts the
+  ReLU calls overridden and the other activations left plain (:mod:`.relu`); None otherwise.
 * ``input_shape`` is the declared option only (None otherwise), so fully-convolutional models
   keep accepting any image size. Wrapping runs the model only to dry-run a declared
   ``input_shape``; ``layers()`` never runs it and reports ``output_shape == ()`` until a pass
@@ -36,46 +47,64 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from innersight.core.adapter import BaseAdapter, Capability, ForwardResult, LayerInfo
+from innersight.core.adapter import (
+    LOGITS,
+    BaseAdapter,
+    Capability,
+    ForwardResult,
+    LayerInfo,
+    is_input_tap,
+)
 from innersight.core.errors import (
     InputError,
     LayerNotFoundError,
     did_you_mean,
     summarize_names,
 )
-from innersight.core.objectives import Logit, Objective
 
-from .capture import Capture, leaf_hook, logits_hook, objective_hook, tap_hook
-from .hooks import Hook, StopForward, call_model, channels_first_hint, eval_mode, hooked
-from .layout import grad_to_numpy, to_numpy, to_tensor
+from .capture import input_tap_hook, tap_hook
+from .catalog import layer_info, listed, never_runs, unknown_layout
+from .detect import resolve
+from .gradients import GradientPasses
+from .hooks import (
+    Hook,
+    call_model,
+    channels_first_hint,
+    eval_mode,
+    hooked,
+    is_stride_error,
+)
+from .layout import to_numpy, to_tensor
 from .options import parse_options
 from .probe import Probe, make_probe
-from .relu import relu_override
-from .targets import check_objective, logit_values
+from .relu import ReluReport
 
 __all__ = ["TorchAdapter"]
 
-
-def _is_leaf(module: nn.Module) -> bool:
-    return next(module.children(), None) is None
+_T = TypeVar("_T")
 
 
-class TorchAdapter(BaseAdapter):
+class TorchAdapter(GradientPasses, BaseAdapter):
     """ModelAdapter for a torch ``nn.Module``.
 
     Args:
         model: the module; never modified.
         **options: ``input_layout`` ("NCHW" | "NHWC"), ``input_shape`` (channels-last, no batch
-            axis), ``logits`` ("auto" | True | False), ``device``; see :mod:`.options`.
+            axis), ``logits`` ("auto" | True | False), ``device``, ``layer_layouts``
+            ({name: "NCHW" | "NHWC"}); see :mod:`.options`.
+
+    Attributes:
+        last_relu_report: after ``value_and_grad``/``layer_value_and_grad`` with
+            ``relu="guided"``/``"deconv"``: ``{"overridden": n, "not_overridden": {kind: n}}``
+            for that pass; None after a plain one.
 
     Raises:
         InputError: unknown or invalid options, or an ``input_shape`` the model rejects.
@@ -98,8 +127,14 @@ class TorchAdapter(BaseAdapter):
         self.model = model
         self.options = parse_options(model, options)
         self._modules = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
+        self._names: dict[int, str] = {}
+        for n, m in model.named_modules():
+            if n:
+                self._names.setdefault(id(m), n)
         self._probe: Probe | None = None
+        self._contiguous = False  # True once the model failed on the channels_last view
         self._lock = threading.RLock()
+        self.last_relu_report: ReluReport | None = None
         if self.options.input_shape is not None:
             self._dry_run(self.options.input_shape)
 
@@ -117,62 +152,122 @@ class TorchAdapter(BaseAdapter):
 
     # -- layers ------------------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
-        """Leaf modules in ``named_modules`` order. Never runs the model: output shapes are
-        known after the dry run of a declared ``input_shape`` or after the first call, ``()``
-        before."""
-        return [
-            self._info(name, m, self._probe)
-            for name, m in self.model.named_modules()
-            if name and _is_leaf(m)
-        ]
+        """Leaf modules. Never runs the model: before any pass, every leaf in definition order
+        with unknown shapes ``()``; once a pass has run (the dry run of a declared
+        ``input_shape``, or the first call), only the leaves that ran, in the order their last
+        call completed, with output shapes and container aliases."""
+        return [self._info(name, m) for name, m in listed(self.model, self._probe)]
 
     def layer_info(self, name: str) -> LayerInfo:
-        """Any named module, containers included; LayerNotFoundError with suggestions otherwise."""
-        return self._info(name, self._module(name), self._probe)
+        """Any named module, containers included; LayerNotFoundError with suggestions for an
+        unknown name, or for a module that never runs."""
+        module = self._module(name)
+        self._check_ran(name, module)
+        return self._info(name, module)
 
     def check_taps(self, taps: Iterable[str]) -> tuple[str, ...]:
+        """Validate layer names, :data:`LOGITS` and :func:`input_tap` names, in request order."""
         if isinstance(taps, str):
             taps = (taps,)
         taps = tuple(dict.fromkeys(taps))
-        for name in taps:
-            self._module(name)
+        for tap in taps:
+            if tap != LOGITS:
+                self._check_layer(is_input_tap(tap) or tap, tap)
         return taps
 
-    @staticmethod
-    def _info(name: str, m: nn.Module, probe: Probe | None) -> LayerInfo:
-        shape = probe.shape_of(m) if probe is not None else ()
-        params = sum(p.numel() for p in m.parameters(recurse=False))
-        return LayerInfo(name=name, kind=module_kind(m), output_shape=shape, num_params=params)
+    def _info(self, name: str, m: nn.Module) -> LayerInfo:
+        return layer_info(name, m, module_kind(m), self._probe, self._names)
 
     def _module(self, name: Any) -> nn.Module:
         if isinstance(name, str) and name in self._modules:
             return self._modules[name]
-        leaves = [n for n, m in self.model.named_modules() if n and _is_leaf(m)]
+        leaves = [n for n, m in listed(self.model, self._probe)]
         raise LayerNotFoundError(
             f"layer {name!r} not found in torch model {self.name}; {summarize_names(leaves)} "
             "(names are named_modules() paths; containers can be tapped too)"
             f"{did_you_mean(str(name), self._modules)}"
         )
 
+    def _check_layer(self, name: str, tap: str | None = None) -> None:
+        """Exists; once the probe knows: runs, and its tensor has a known layout."""
+        module = self._module(name)
+        if self._probe is not None:
+            self._check_ran(name, module)
+            self._layout(tap or name)
+
+    def _check_ran(self, name: str, module: nn.Module) -> None:
+        probe = self._probe
+        scripted = isinstance(module, torch.jit.ScriptModule)
+        if probe is not None and not scripted and not probe.ran(module):
+            raise never_runs(name, self.model, self.name, probe)
+
+    def _layout(self, tap: str) -> str:
+        """The layout of the rank-4 tensor ``tap`` gives ("NCHW" for other ranks and before
+        the probe); InputError naming ``layer_layouts`` where it cannot be known."""
+        probe = self._probe
+        layer = is_input_tap(tap)
+        module = self._modules.get(layer or tap) if tap != LOGITS else None
+        rec = probe.records.get(id(module)) if probe is not None and module is not None else None
+        if probe is None or probe.layouts is None or rec is None:
+            return "NCHW"
+        shape = rec.in_shape if layer else rec.out_shape
+        if shape is None or len(shape) != 4:
+            return "NCHW"
+        table = probe.layouts.inputs if layer else probe.layouts.outputs
+        layout = table.get(id(module))
+        if layout is None:
+            raise unknown_layout(tap, self.name, shape, "receives" if layer else "returns")
+        return cast(str, layout)
+
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
-        """Outputs and the activations of ``taps`` (channels-last numpy) from ONE pass."""
+        """Outputs and the activations of ``taps`` (channels-last numpy) from ONE pass.
+
+        ``taps`` may hold layer names, :data:`~innersight.core.LOGITS` (the scores Logit
+        objectives read) and :func:`~innersight.core.input_tap` names (what a layer receives).
+        """
         taps = self.check_taps(taps)
         x_np = self._prepare(x)
+        with self._lock:
+            out, acts = self._retrying(x_np, lambda: self._forward_pass(x_np, taps))
+            outputs = self._output_tensor(out)
+            if LOGITS in taps and LOGITS not in acts:
+                acts[LOGITS] = outputs
+            self._check_missing([t for t in taps if t not in acts])
+            activations = {t: to_numpy(acts[t], self._layout(t)) for t in taps}
+        return ForwardResult(outputs=to_numpy(outputs), activations=activations)
+
+    def _forward_pass(
+        self, x_np: np.ndarray, taps: tuple[str, ...]
+    ) -> tuple[Any, dict[str, torch.Tensor]]:
         acts: dict[str, torch.Tensor] = {}
-        probe, hooks = self._recorders(x_np)
-        hooks += [Hook(self._modules[t], tap_hook(acts, t)) for t in taps]
-        with self._lock, eval_mode(self.model), torch.no_grad(), hooked(hooks):
+        probe, recorders = self._recorders(x_np)
+        hooks = [h for t in taps for h in self._tap_hooks(t, acts)] + recorders
+        with eval_mode(self.model), torch.no_grad(), hooked(hooks):
             out = self._call(self._tensor(x_np), x_np.shape)
-            self._probe = self._probe or probe
-        outputs = to_numpy(self._output_tensor(out))
-        missing = [t for t in taps if t not in acts]
+        self._adopt(probe)
+        return out, acts
+
+    def _tap_hooks(self, tap: str, acts: dict[str, torch.Tensor]) -> list[Hook]:
+        if tap == LOGITS:
+            final = self.options.logits_from
+            if final is None:
+                return []  # the outputs themselves
+            return [Hook(self._modules[final], input_tap_hook(acts, LOGITS), pre=True)]
+        layer = is_input_tap(tap)
+        if layer is not None:
+            return [Hook(self._modules[layer], input_tap_hook(acts, tap), pre=True)]
+        return [Hook(self._modules[tap], tap_hook(acts, tap))]
+
+    def _check_missing(self, missing: list[str]) -> None:
+        for tap in missing:
+            self._check_ran(tap, self._modules[is_input_tap(tap) or tap])
         if missing:
             raise InputError(
-                f"layer(s) {', '.join(map(repr, missing))} did not run in the forward pass of "
-                f"{self.name}; tap layers that the model's forward() calls"
+                f"layer(s) {', '.join(map(repr, missing))} did not run in this forward pass of "
+                f"{self.name} (they ran in an earlier one: the model's forward() depends on "
+                "its input); tap layers that run for every input"
             )
-        return ForwardResult(outputs=outputs, activations={t: to_numpy(acts[t]) for t in taps})
 
     def _output_tensor(self, out: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
@@ -182,86 +277,6 @@ class TorchAdapter(BaseAdapter):
                 "that picks it (e.g. the logits of a tuple or dict)"
             )
         return out
-
-    # -- gradients ---------------------------------------------------------------------------
-    def value_and_grad(
-        self, x: np.ndarray, objective: Objective, *, relu: str = "plain"
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-sample values ``(N,)`` and d(sum of values)/d(x), channels-last like ``x``."""
-        values, _, grads = self._gradient(x, objective, relu, layer=None)
-        return values, grads
-
-    def layer_value_and_grad(
-        self, x: np.ndarray, objective: Objective, layer: str, *, relu: str = "plain"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values ``(N,)``, the activations of ``layer`` and d(sum of values)/d(activations).
-
-        Activations and gradients are channels-last, (N, H, W, C) or (N, D) (Grad-CAM).
-        """
-        values, acts, grads = self._gradient(x, objective, relu, layer=layer)
-        return values, cast(np.ndarray, acts), grads
-
-    def _gradient(
-        self, x: np.ndarray, objective: Objective, relu: str, layer: str | None
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        objective = check_objective(objective)
-        self.check_relu(relu)
-        wrt_module = None if layer is None else self._module(layer)
-        if not isinstance(objective, Logit):
-            self._module(objective.layer)
-        x_np = self._prepare(x)
-        cap = Capture()
-        probe, hooks = self._recorders(x_np)
-        if wrt_module is not None and layer is not None:
-            hooks.append(Hook(wrt_module, leaf_hook(cap, layer)))
-        hooks += self._objective_hooks(objective, cap)
-        with self._lock, eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
-            x_leaf = self._tensor(x_np).detach().requires_grad_(layer is None)
-            if self._run_for_value(x_leaf, x_np.shape, objective, cap, hooks, relu):
-                self._probe = self._probe or probe  # only a complete pass saw every module
-            values, wrt = cap.result(objective, layer, x_leaf, self.name)
-            total = values.sum()
-            grad = None
-            if total.requires_grad:
-                (grad,) = torch.autograd.grad(total, [wrt], allow_unused=True)
-        out_values = values.detach().float().cpu().numpy().astype(np.float32)
-        if layer is None:
-            return out_values, None, grad_to_numpy(grad, x_leaf, self.options.input_layout)
-        g = torch.zeros_like(wrt) if grad is None else grad
-        return out_values, to_numpy(wrt), to_numpy(g)
-
-    def _run_for_value(
-        self,
-        x_leaf: torch.Tensor,
-        shape: tuple[int, ...],
-        objective: Objective,
-        cap: Capture,
-        hooks: list[Hook],
-        relu: str,
-    ) -> bool:
-        """Run the pass; True when it ran to the end (not stopped early)."""
-        # A clone as model input: a model normalising its input in place must not hit the leaf.
-        x_in = x_leaf.clone() if x_leaf.requires_grad else x_leaf
-        with relu_override(relu, self.name), hooked(hooks):
-            try:
-                out = self._call(x_in, shape)
-            except StopForward:
-                return False
-            if isinstance(objective, Logit) and cap.value is None:
-                cap.set_value(logit_values(objective, self._output_tensor(out)))
-        return True
-
-    def _objective_hooks(self, objective: Objective, cap: Capture) -> list[Hook]:
-        if isinstance(objective, Logit):
-            final = self.options.logits_from
-            if final is None:
-                return []
-            return [Hook(self._modules[final], logits_hook(cap, objective, final), pre=True)]
-        module = self._modules[objective.layer]
-        # Without call counts yet (first pass of this adapter) the pass runs to the end, records
-        # them, and the objective reads the last call; every later pass stops early.
-        last_call = self._probe.calls_of(module) if self._probe is not None else sys.maxsize
-        return [Hook(module, objective_hook(cap, objective, last_call))]
 
     # -- plumbing ----------------------------------------------------------------------------
     def _prepare(self, x: Any) -> np.ndarray:
@@ -276,16 +291,41 @@ class TorchAdapter(BaseAdapter):
 
     def _tensor(self, x_np: np.ndarray) -> torch.Tensor:
         o = self.options
-        return to_tensor(x_np, o.input_layout, o.device, o.dtype)
+        return to_tensor(x_np, o.input_layout, o.device, o.dtype, contiguous=self._contiguous)
 
     def _call(self, t: torch.Tensor, numpy_shape: tuple[int, ...]) -> Any:
         return call_model(self.model, t, layout=self.options.input_layout, numpy_shape=numpy_shape)
 
+    def _retrying(self, x_np: np.ndarray, run: Callable[[], _T]) -> _T:
+        """``run()`` (one whole pass); when the model's own code fails on the channels_last
+        view (``x.view`` after a conv), once more on a contiguous NCHW input, which this
+        adapter then keeps using. Call with the lock held."""
+        try:
+            return run()
+        except RuntimeError as err:
+            nchw_view = self.options.input_layout == "NCHW" and x_np.ndim == 4
+            if self._contiguous or not nchw_view or not is_stride_error(err):
+                raise
+        self._contiguous = True
+        return run()
+
     def _recorders(self, x_np: np.ndarray) -> tuple[Probe | None, list[Hook]]:
-        """Shape/call-count recorders for the first pass (none once the probe is known)."""
+        """Recorders for the first pass (none once the probe is known)."""
         if self._probe is not None:
             return None, []
         return make_probe(self.model, tuple(x_np.shape[1:]))
+
+    def _adopt(self, probe: Probe | None) -> None:
+        """Keep the probe of a complete pass, with the layouts it implies."""
+        if self._probe is not None or probe is None:
+            return
+        outputs, inputs = {}, {}
+        for name, layout in self.options.layer_layouts:
+            layer = is_input_tap(name)
+            (inputs if layer else outputs)[id(self._modules[layer or name])] = layout
+        modules = {id(m): m for m in self.model.modules()}
+        probe.layouts = resolve(probe, modules, self.options.input_layout, outputs, inputs)
+        self._probe = probe
 
     def _dry_run(self, shape: tuple[int, ...]) -> None:
         """One no-grad pass on zeros of the declared ``input_shape``: shapes up front.

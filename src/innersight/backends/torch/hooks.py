@@ -7,7 +7,9 @@
 * :class:`StopForward` ends a forward pass early, once the layer an objective reads has run. It
   derives from ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
 * :func:`call_model` runs the model and turns shape errors into an :class:`InputError` that
-  explains the layout conventions.
+  explains the layout conventions. Memory-format errors (``x.view`` on a channels_last
+  activation, see :func:`is_stride_error`) are not shape errors: they pass through unchanged,
+  for the adapter to retry with a contiguous input, and never come with layout advice.
 
 Parameters' ``requires_grad`` flags are never touched: ``torch.autograd.grad(..., inputs=[x])``
 computes only the gradients it needs (measured: no speed difference from switching the flags
@@ -27,7 +29,15 @@ from torch import nn
 
 from innersight.core.errors import CapabilityError, InputError
 
-__all__ = ["Hook", "StopForward", "call_model", "channels_first_hint", "eval_mode", "hooked"]
+__all__ = [
+    "Hook",
+    "StopForward",
+    "call_model",
+    "channels_first_hint",
+    "eval_mode",
+    "hooked",
+    "is_stride_error",
+]
 
 # Messages of torch errors that mean "this input does not fit the model".
 _SHAPE_ERROR = re.compile(
@@ -36,6 +46,19 @@ _SHAPE_ERROR = re.compile(
     r"Output size is too small",
     re.IGNORECASE,
 )
+
+# Messages of torch errors that mean "this op needs other strides" (memory format, not shape).
+_STRIDE_ERROR = re.compile(
+    r"view size is not compatible with input tensor's size and stride|"
+    r"spans across two contiguous subspaces|(input|tensor) (is|must be) (not )?contiguous|"
+    r"non-contiguous",
+    re.IGNORECASE,
+)
+
+
+def is_stride_error(err: BaseException) -> bool:
+    """True for a torch error about memory layout (``.view`` on a channels_last tensor)."""
+    return isinstance(err, RuntimeError) and bool(_STRIDE_ERROR.search(str(err)))
 
 
 class StopForward(BaseException):
@@ -99,20 +122,51 @@ def call_model(
     try:
         return model(x)
     except (RuntimeError, ValueError, IndexError) as err:
-        if isinstance(err, InputError) or not _SHAPE_ERROR.search(str(err)):
+        if isinstance(err, InputError) or is_stride_error(err) or not _SHAPE_ERROR.search(str(err)):
             raise
         raise InputError(_layout_message(model, x, layout, numpy_shape, err)) from err
+
+
+def _first_conv(model: nn.Module) -> tuple[str, int] | None:
+    """(name, input channels) of the model's first 2-D convolution, or None."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, int(m.in_channels)
+    return None
+
+
+def _layout_fits(model: nn.Module, layout: str, shape: tuple[int, ...], err: Exception) -> str:
+    """The sentence saying the layout is right, when it evidently is (the channel count
+    matches the first convolution and torch does not complain about channels); else ""."""
+    conv = _first_conv(model)
+    if layout != "NCHW" or conv is None or len(shape) != 4 or "channels" in str(err):
+        return ""
+    name, channels = conv
+    if shape[3] != channels or shape[1] == channels:
+        return ""
+    return (
+        f"; the layout is not the cause: the inputs' {channels} channel(s) match the first "
+        f"convolution {name!r}; the model probably takes another image size than the "
+        f"{shape[1]}x{shape[2]} given (e.g. a flatten sized for its training images): pass "
+        "images of that size, and declare it with input_shape=(H, W, C) to have inputs checked"
+    )
 
 
 def _layout_message(
     model: nn.Module, x: torch.Tensor, layout: str, numpy_shape: tuple[int, ...], err: Exception
 ) -> str:
     fed = f"an {layout} tensor of shape {tuple(x.shape)}"
-    msg = (
+    head = (
         f"torch model {type(model).__name__} failed on inputs of shape {numpy_shape}, fed to it as "
-        f"{fed}: {str(err).strip().splitlines()[0]}. innersight takes channels-last numpy "
-        "(N, H, W, C) and, with input_layout='NCHW' (the default), transposes it to (N, C, H, W)"
+        f"{fed}: {str(err).strip().splitlines()[0]}"
     )
+    msg = head + (
+        ". innersight takes channels-last numpy (N, H, W, C) and, with input_layout='NCHW' (the "
+        "default), transposes it to (N, C, H, W)"
+    )
+    fits = _layout_fits(model, layout, numpy_shape, err)
+    if fits:
+        return msg + fits
     if layout == "NCHW":
         msg += "; if the model itself takes NHWC tensors, wrap it with input_layout='NHWC'"
     else:

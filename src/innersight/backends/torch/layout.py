@@ -27,8 +27,16 @@ the same ~1.7e-5 in both layouts (max-pool near-ties), i.e. the layout costs no 
 Switching parameters' ``requires_grad`` off for gradient passes made no difference (autograd
 only computes what ``torch.autograd.grad(..., inputs=[x])`` needs), so the flags are left alone.
 
-Activations and outputs: rank-4 tensors are read as NCHW and returned as NHWC numpy; other ranks
-are returned unchanged ((N, D) stays (N, D)).
+When a model's own code needs contiguous NCHW memory (``x.view(-1, 16 * 5 * 5)`` after a conv,
+as in Captum's tutorial CIFAR net and many user models), the channels_last view makes the
+convolutions return channels_last activations and ``view`` fails. The adapter then falls back,
+once and for good, to a contiguous NCHW copy (``contiguous=True`` here: a clone, so that even
+one-channel inputs get true NCHW strides, which ``.contiguous()`` leaves as they are because
+a size-1 axis makes the view count as contiguous) and re-runs the pass: such models always work, at the speed of contiguous NCHW.
+
+Activations and outputs: rank-4 tensors are converted from the layout :mod:`.detect` found for
+them (NCHW -> NHWC; NHWC as is) and returned as channels-last numpy; other ranks are returned
+unchanged ((N, D) stays (N, D)).
 """
 
 from __future__ import annotations
@@ -36,21 +44,47 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["channels_last_shape", "grad_to_numpy", "to_numpy", "to_tensor", "to_torch_index"]
+__all__ = [
+    "as_nchw",
+    "channels_last_shape",
+    "grad_to_numpy",
+    "to_numpy",
+    "to_tensor",
+    "to_torch_index",
+]
 
 
-def to_tensor(x: np.ndarray, layout: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The model's input tensor for the channels-last batch ``x`` (which the adapter owns)."""
+def to_tensor(
+    x: np.ndarray,
+    layout: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    contiguous: bool = False,
+) -> torch.Tensor:
+    """The model's input tensor for the channels-last batch ``x`` (which the adapter owns).
+
+    ``contiguous=True`` gives an NCHW model true contiguous NCHW memory instead of the fast
+    channels_last view (see the module docstring).
+    """
     t = torch.from_numpy(np.ascontiguousarray(x))  # a copy only for odd strides (fast path)
     if layout == "NCHW" and t.ndim == 4:
         t = t.permute(0, 3, 1, 2)  # a channels_last view: no copy, and the fast conv path
+        if contiguous:  # a real copy: .contiguous() keeps one-channel inputs' strides as they are
+            return t.clone(memory_format=torch.contiguous_format).to(device=device, dtype=dtype)
     return t.to(device=device, dtype=dtype)
 
 
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """float32 channels-last numpy copy-free where possible: NCHW -> NHWC for rank-4 tensors."""
+def as_nchw(t: torch.Tensor, layout: str | None) -> torch.Tensor:
+    """A rank-4 tensor of the given layout as an NCHW view (NHWC is permuted, no copy)."""
+    return t.permute(0, 3, 1, 2) if layout == "NHWC" and t.ndim == 4 else t
+
+
+def to_numpy(t: torch.Tensor, layout: str | None = "NCHW") -> np.ndarray:
+    """float32 channels-last numpy, copy-free where possible: a rank-4 NCHW tensor becomes
+    NHWC, an NHWC one stays as it is."""
     t = t.detach()
-    if t.ndim == 4:
+    if t.ndim == 4 and layout != "NHWC":
         t = t.permute(0, 2, 3, 1)
     if t.dtype != torch.float32 and t.is_floating_point():
         t = t.float()
@@ -67,10 +101,12 @@ def grad_to_numpy(g: torch.Tensor | None, like: torch.Tensor, layout: str) -> np
     return np.ascontiguousarray(g.float().cpu().numpy(), dtype=np.float32)
 
 
-def channels_last_shape(shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
-    """(N, C, H, W) -> (N, H, W, C); other ranks unchanged."""
+def channels_last_shape(
+    shape: tuple[int, ...] | torch.Size, layout: str | None = "NCHW"
+) -> tuple[int, ...]:
+    """(N, C, H, W) -> (N, H, W, C) for an NCHW rank-4 shape; other shapes unchanged."""
     shape = tuple(int(s) for s in shape)
-    if len(shape) == 4:
+    if len(shape) == 4 and layout != "NHWC":
         n, c, h, w = shape
         return (n, h, w, c)
     return shape

@@ -11,21 +11,34 @@
                   (the pre-activation score, as gradient methods need). ``False``: the raw output.
                   ``True``: like ``"auto"`` but an error when no final activation is found.
 ``device``        where inputs are placed; default: the device of the model's first parameter.
+``layer_layouts`` ``{"layer name": "NCHW" | "NHWC"}``: the layout of rank-4 tensors that a module
+                  returns, for the layers whose layout innersight cannot tell by itself (a tensor
+                  made by a functional ``permute``, see :mod:`.detect`); a key
+                  ``innersight.input_tap("name")`` sets the layout of what that module receives.
+                  Taps of such layers are refused until the layout is given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from innersight.core.errors import CapabilityError, InputError, did_you_mean
+from innersight.core.adapter import is_input_tap
+from innersight.core.errors import (
+    CapabilityError,
+    InputError,
+    LayerNotFoundError,
+    did_you_mean,
+    summarize_names,
+)
 
 __all__ = ["VALID_OPTIONS", "TorchOptions", "final_activation", "parse_options"]
 
-VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device")
+VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device", "layer_layouts")
 LAYOUTS = ("NCHW", "NHWC")
 FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
 
@@ -39,6 +52,7 @@ class TorchOptions:
     logits_from: str | None  # name of the final activation whose input Logit objectives read
     device: torch.device
     dtype: torch.dtype
+    layer_layouts: tuple[tuple[str, str], ...] = ()  # (tap name, "NCHW" | "NHWC") pairs
 
 
 def parse_options(model: nn.Module, options: dict[str, Any]) -> TorchOptions:
@@ -56,6 +70,7 @@ def parse_options(model: nn.Module, options: dict[str, Any]) -> TorchOptions:
         logits_from=_logits(model, options.get("logits", "auto")),
         device=_device(model, options.get("device")),
         dtype=_dtype(model),
+        layer_layouts=_layer_layouts(model, options.get("layer_layouts")),
     )
 
 
@@ -93,6 +108,34 @@ def final_activation(model: nn.Module, prefix: str = "") -> str | None:
     if isinstance(last, FINAL_ACTIVATIONS):
         return path
     return final_activation(last, prefix=f"{path}.")
+
+
+def _layer_layouts(model: nn.Module, value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    example = "e.g. layer_layouts={'stages.0.blocks.0.drop_path': 'NCHW'}"
+    if not isinstance(value, Mapping):
+        raise InputError(
+            f"layer_layouts={value!r} is not a mapping; pass a dict from layer name to 'NCHW' or "
+            f"'NHWC', {example}"
+        )
+    names = [n for n, _ in model.named_modules(remove_duplicate=False) if n]
+    pairs = []
+    for name, layout in value.items():
+        layer = is_input_tap(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or (layer or name) not in names:
+            raise LayerNotFoundError(
+                f"layer_layouts names {name!r}, which is not a layer of torch model "
+                f"{type(model).__name__}; {summarize_names(names)}"
+                f"{did_you_mean(str(layer or name), names)}"
+            )
+        if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+            raise InputError(
+                f"layer_layouts[{name!r}]={layout!r} is not a layout; use 'NCHW' (the tensor is "
+                "(N, C, H, W)) or 'NHWC' (it is (N, H, W, C))"
+            )
+        pairs.append((name, layout.upper()))
+    return tuple(pairs)
 
 
 def _logits(model: nn.Module, value: Any) -> str | None:

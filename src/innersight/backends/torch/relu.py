@@ -17,6 +17,11 @@ extension) cannot be intercepted. A :class:`TorchDispatchMode` watches the dispa
 of returning plain gradients labelled guided. ReLUs written as ``clamp``/``maximum``/``where``
 are not ReLU calls and keep their plain gradient (documented limitation).
 
+Report: every override pass counts the ReLU calls it answered and, by kind, the other nonlinear
+activation calls it saw (``F.silu``/``nn.SiLU``, ``nn.GELU``, ``nn.Hardswish``, ``torch.sigmoid``,
+``torch.tanh``, ...), which keep their plain gradient; the adapter publishes the counts as
+``last_relu_report``, so that a technique can say when "guided" was in fact mostly plain.
+
 Cost: on the reference conv net (see :mod:`.layout`) a guided gradient takes ~6% (batch 32) to
 ~15% (batch 1) longer than a plain one; the modes add one Python call per torch op.
 """
@@ -34,7 +39,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from innersight.core.errors import CapabilityError
 
-__all__ = ["relu_override"]
+__all__ = ["ReluReport", "relu_override"]
+
+#: ``{"overridden": n, "not_overridden": {"SiLU": n, ...}}`` (see the module docstring).
+ReluReport = dict[str, Any]
 
 
 class _GuidedRelu(torch.autograd.Function):
@@ -104,6 +112,34 @@ _IN_PLACE = {
 # silently left plain (the Keras backend overrides Relu6; here it is not implemented yet).
 _UNSUPPORTED = {F.relu6, F.hardtanh, F.hardtanh_}
 _ATEN_RELU = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+# Other nonlinear activations, by the name of their nn module: they keep their plain gradient.
+_OTHER_KINDS: dict[str, tuple[Any, ...]] = {
+    "SiLU": (F.silu,),
+    "GELU": (F.gelu,),
+    "Hardswish": (F.hardswish,),
+    "Hardsigmoid": (F.hardsigmoid,),
+    "Mish": (F.mish,),
+    "ELU": (F.elu, F.elu_),
+    "SELU": (F.selu, F.selu_),
+    "CELU": (F.celu, F.celu_),
+    "LeakyReLU": (F.leaky_relu, F.leaky_relu_),
+    "RReLU": (F.rrelu, F.rrelu_),
+    "PReLU": (F.prelu, torch.prelu),
+    "Softplus": (F.softplus,),
+    "Softsign": (F.softsign,),
+    "LogSigmoid": (F.logsigmoid,),
+    "GLU": (F.glu,),
+    "Sigmoid": (torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_),
+    "Tanh": (torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_),
+}
+_OTHER_ACTIVATIONS = {func: kind for kind, funcs in _OTHER_KINDS.items() for func in funcs}
+
+
+def _other_activation(func: Any) -> str | None:
+    try:
+        return _OTHER_ACTIVATIONS.get(func)
+    except TypeError:  # an unhashable callable is not one of ours
+        return None
 
 
 def _relu_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, bool] | None:
@@ -123,10 +159,10 @@ def _relu_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
 class _ReluOverride(TorchFunctionMode):
     """Answers ReLU calls with the guided/deconv Functions; everything else runs unchanged."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, report: ReluReport) -> None:
         super().__init__()
         self.out_of_place, self.in_place = _FUNCTIONS[mode]
-        self.intercepted = 0
+        self.report = report
 
     def __torch_function__(
         self,
@@ -144,9 +180,13 @@ class _ReluOverride(TorchFunctionMode):
             )
         call = _relu_call(func, args, kwargs)
         if call is not None and isinstance(call[0], torch.Tensor):
-            self.intercepted += 1
+            self.report["overridden"] += 1
             fn = self.in_place if call[1] else self.out_of_place
             return fn.apply(call[0])
+        kind = _other_activation(func)
+        if kind is not None:
+            plain = self.report["not_overridden"]
+            plain[kind] = plain.get(kind, 0) + 1
         return func(*args, **kwargs)
 
 
@@ -170,18 +210,22 @@ class _EscapeWatch(TorchDispatchMode):
 
 
 @contextmanager
-def relu_override(mode: str, model_name: str) -> Iterator[None]:
-    """Inside: ReLUs backpropagate as ``mode`` ("plain" does nothing).
+def relu_override(mode: str, model_name: str) -> Iterator[ReluReport | None]:
+    """Inside: ReLUs backpropagate as ``mode`` ("plain" does nothing and yields None).
+
+    Yields:
+        The :data:`ReluReport` of the pass, filled in as the model runs.
 
     Raises:
         CapabilityError: at exit, when a ReLU ran where it could not be overridden.
     """
     if mode == "plain":
-        yield
+        yield None
         return
     watch = _EscapeWatch()
-    with watch, _ReluOverride(mode):
-        yield
+    report: ReluReport = {"overridden": 0, "not_overridden": {}}
+    with watch, _ReluOverride(mode, report):
+        yield report
     if watch.escaped:
         raise CapabilityError(
             f"relu={mode!r}: {watch.escaped} ReLU call(s) in torch model {model_name} ran outside "
