@@ -100,7 +100,10 @@ def test_layers_keras_torch_spec_and_torchscript(capsys, keras_file, files):
     assert "total parameters: 89,546" in out
     code, out, err = cli(capsys, "layers", files / "digits.pt")
     assert code == 0 and "total parameters: 89,546" in out
-    assert "pass --input-shape H,W,C" in err
+    # TorchScript takes no hooks: --input-shape would not help, the eager model would
+    assert "TorchScript model" in err and "pass --input-shape" not in err
+    code, out, err = cli(capsys, "layers", "innersight.models:digits_cnn")
+    assert "pass --input-shape H,W,C to see them" in err
     code, _, err = cli(capsys, "-q", "layers", files / "digits.pt")
     assert err == ""
 

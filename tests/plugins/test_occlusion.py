@@ -282,8 +282,12 @@ def test_torch_and_keras_agree(torch_small, keras_small, small_weights, images):
         score="probability",
     )
     assert kp.meta["score_source"].startswith("outputs used as they are")
-    kl = explain(models.keras_small(small_weights, softmax=True), images, window=4, stride=2)
-    assert kl.meta["score_source"].startswith("outputs (they look like probabilities")
+    # score="logit" on the softmax head reads its pre-softmax logit: the torch map (no softmax)
+    kl = explain(
+        models.keras_small(small_weights, softmax=True), images, window=4, stride=2, target=1
+    )
+    assert kl.meta["score_source"].startswith("logits (the pre-activation")
+    assert np.abs(t.values - kl.values).max() <= 1e-5 * np.abs(t.values).max()
     tp = explain(torch_small, images, window=4, stride=2, target=1, score="probability")
     assert np.abs(tp.values - kp.values).max() <= 1e-5 * np.abs(tp.values).max()
 
@@ -299,6 +303,7 @@ def test_explanation_contents(small, images):
         "stride": [4, 3],
         "baseline": "mean",
         "score": "logit",
+        "edges": "aligned",
         "batch_size": "auto",
     }
     assert ex.meta["window_cols"] == [0, 3, 6]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +20,7 @@ __all__ = [
     "note",
     "number",
     "numbers",
+    "parse_number",
     "prepare_output_dir",
     "print_table",
     "shape",
@@ -27,14 +28,37 @@ __all__ = [
 
 
 # -- argument types (a bad value is a usage error: exit code 2) ----------------------------------
-def number(text: str) -> float:
-    """``0.5``, ``1e-3`` or a fraction ``1/255``."""
+def parse_number(text: str) -> float:
+    """``0.5``, ``1e-3``, ``-2`` or a fraction of two such numbers: ``1/255``, ``1/127.5``.
+
+    Raises:
+        ValueError: anything else (``1/0``, ``1/2/3``, words); the message says why.
+    """
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise ValueError("write one fraction a/b")
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number; write e.g. 0.5 or 1/255"
-        ) from None
+        values = [float(part.strip()) for part in parts]
+    except ValueError:
+        raise ValueError("not a number") from None
+    if len(values) == 2 and values[1] == 0:
+        raise ValueError("division by zero")
+    return values[0] / values[1] if len(values) == 2 else values[0]
+
+
+def number(text: str) -> float:
+    """A finite :func:`parse_number`: ``0.5``, ``1e-3`` or a fraction ``1/255``, ``1/127.5``."""
+    try:
+        value = parse_number(text)
+    except ValueError as err:
+        reason = str(err)
+    else:
+        if math.isfinite(value):
+            return value
+        reason = "not finite"
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a number ({reason}); write e.g. 0.5, 1/255 or 1/127.5"
+    )
 
 
 def numbers(text: str) -> list[float]:

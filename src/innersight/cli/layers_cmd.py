@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from innersight.cli.common import (
@@ -28,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, adapter = load_model_from_args(args)
+    model, adapter = load_model_from_args(args)
     infos = list(adapter.layers())
     rows = [
         (info.name, info.kind, shape_text(info.output_shape), f"{info.num_params:,}")
@@ -42,9 +43,31 @@ def run(args: argparse.Namespace) -> int:
     print_table(rows, ("layer", "kind", "output shape", "params"), right=(3,))
     print(f"total parameters: {total:,}")
     if infos and all(len(info.output_shape) == 0 for info in infos):
-        note(
-            args,
-            f"note: output shapes of this {adapter.backend} model are known only after a forward "
-            "pass; pass --input-shape H,W,C to see them",
-        )
+        note(args, _unknown_shapes_note(model, adapter, args.input_shape))
     return 0
+
+
+def _unknown_shapes_note(model: Any, adapter: Any, declared: Any) -> str:
+    """Why the output shapes show as ``?``, and what shows them (never advice already taken)."""
+    if _is_torchscript(model):
+        return (
+            f"note: output shapes of TorchScript model {adapter.name} cannot be recorded: "
+            "TorchScript modules take no hooks, so --input-shape does not show them either; "
+            "load the eager model from a 'package.module:callable' spec (with --weights and "
+            "--input-shape) to see them"
+        )
+    if declared is None:
+        return (
+            f"note: output shapes of this {adapter.backend} model are known only after a forward "
+            "pass; pass --input-shape H,W,C to see them"
+        )
+    return (
+        f"note: output shapes of this {adapter.backend} model are unknown: the pass on zeros of "
+        f"--input-shape {','.join(map(str, declared))} did not complete; run a technique on "
+        "these inputs (with --debug) to see why"
+    )
+
+
+def _is_torchscript(model: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.jit.ScriptModule)

@@ -5,7 +5,7 @@ The annotation of each keyword-only parameter of ``Technique.explain`` decides t
 ===========================  ============================  =================================
 annotation                   text                          value
 ===========================  ============================  =================================
-``int``, ``float``           ``3``, ``0.5``, ``1/255``     ``3``, ``0.5``, ``0.00392...``
+``int``, ``float``           ``3``, ``0.5``, ``1/127.5``   ``3``, ``0.5``, ``0.00784...``
 ``bool``                     ``true``/``false``/yes/no     ``True``/``False``
 ``str``                      ``max``                       ``"max"``
 ``None`` in a union          ``none`` / ``null``           ``None``
@@ -27,13 +27,13 @@ import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
 
 from innersight.api import check_params
+from innersight.cli.common import parse_number
 from innersight.core.errors import InputError
 from innersight.core.technique import Technique
 
@@ -204,8 +204,8 @@ def _int(text: str) -> int:
 
 def _float(text: str) -> float:
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text.strip())
-    except (ValueError, ZeroDivisionError):
+        return parse_number(text)
+    except ValueError:
         raise _NoMatch from None
 
 
@@ -248,7 +248,7 @@ def _array(text: str) -> np.ndarray:
 def _describe(member: Any) -> str:
     names = {
         int: "an integer",
-        float: "a number",
+        float: "a number (or a fraction such as 1/127.5)",
         bool: "true or false",
         str: "text",
         type(None): "none",

@@ -4,10 +4,16 @@ Every source becomes float32 (H, W, C); then, in this order: channels converted 
 RGB, alpha dropped), resized with Pillow's bilinear filter, multiplied by ``scale``, normalised
 as ``(x - mean) / std`` per channel. Pixel values of image files are scaled by 1/255 unless
 ``scale`` is given; arrays are taken as they are.
+
+Hostile files are refused with an InputError naming the file: an image with more pixels than
+the limit (a decompression bomb: a small file that decodes to a huge image, see
+:mod:`innersight.loading.limits`), a truncated or damaged image, a damaged ``.npz``.
 """
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from innersight.core.errors import InputError
+from innersight.loading.limits import PIXELS_ENV, bomb_error, pillow_limit, pixel_limit
 from innersight.loading.transforms import convert_channels, normalise, resize, to_size
 
-__all__ = ["IMAGE_SUFFIXES", "load_class_names", "load_images", "read_inputs"]
+__all__ = ["IMAGE_SUFFIXES", "PIXELS_ENV", "load_class_names", "load_images", "read_inputs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -44,6 +51,7 @@ def load_images(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     model: Any = None,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read images into a float32 (N, H, W, C) batch ready for :func:`innersight.explain`.
 
@@ -57,13 +65,24 @@ def load_images(
             none for arrays.
         mean, std: per-channel (or one) numbers: ``(x * scale - mean) / std``.
         model: a native model or adapter whose ``input_shape`` gives size and channels.
+        max_pixels: the most pixels (width x height) an image file may have, a guard against
+            decompression bombs; default: the ``INNERSIGHT_MAX_IMAGE_PIXELS`` environment
+            variable, else Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485).
 
     Raises:
-        InputError: a missing file, a file that is neither an image nor an array, images of
+        InputError: a missing file, a file that is neither an image nor an array, a truncated
+            or damaged file, an image with more pixels than ``max_pixels``, images of
             different sizes with nothing to resize them to, or mean/std that do not fit.
     """
     return read_inputs(
-        paths, size=size, channels=channels, scale=scale, mean=mean, std=std, model=model
+        paths,
+        size=size,
+        channels=channels,
+        scale=scale,
+        mean=mean,
+        std=std,
+        model=model,
+        max_pixels=max_pixels,
     )[0]
 
 
@@ -76,12 +95,15 @@ def read_inputs(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     model: Any = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Like :func:`load_images`, plus one name per image (file stem, ``stem_3`` in arrays)."""
+    limit = pixel_limit(max_pixels)
     model_size, model_channels = _from_model(model)
     size = to_size(size) if size is not None else model_size
     channels = channels if channels is not None else model_channels
-    items = [item for path in _expand(paths) for item in _read(path, alpha=channels == 4)]
+    files = _expand(paths)
+    items = [item for path in files for item in _read(path, alpha=channels == 4, limit=limit)]
     if not items:
         raise InputError(f"no images found in {_describe(paths)}")
     if channels is None:
@@ -148,16 +170,27 @@ def _expand(paths: PathArg) -> list[Path]:
     return files
 
 
-def _read(path: Path, *, alpha: bool) -> list[_Item]:
+def _read(path: Path, *, alpha: bool, limit: int | None) -> list[_Item]:
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return _read_array(path)
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with pillow_limit(limit), Image.open(path) as img:
+            if limit is not None and img.size[0] * img.size[1] > limit:
+                raise bomb_error(path, img.size[0] * img.size[1], limit)
             img.load()
             return [_pil_item(path.stem, img, alpha)]
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise bomb_error(path, err, limit) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if "truncated" in str(err).lower():
+            raise InputError(
+                f"image file {str(path)!r} is truncated (Pillow: {err}): the file ends before "
+                "its pixel data does; copy, download or export it again, or leave it out"
+            ) from err
         raise InputError(
             f"{str(path)!r} is not an image that Pillow can read ({type(err).__name__}: {err}); "
             f"pass image files ({', '.join(IMAGE_SUFFIXES)}) or .npy/.npz arrays"
@@ -174,16 +207,24 @@ def _pil_item(name: str, img: Any, alpha: bool) -> _Item:
     return _Item(name, np.asarray(img.convert(keep), dtype=np.float32), True)
 
 
+_ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _read_array(path: Path) -> list[_Item]:
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"could not read array file {str(path)!r}: {err}") from err
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            arr = _pick_npz(data, path)
-    else:
-        arr = data
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                arr = _pick_npz(data, path)
+        else:
+            arr = data
+    except InputError:
+        raise
+    except _ARRAY_ERRORS as err:
+        raise InputError(
+            f"could not read array file {str(path)!r} ({type(err).__name__}: {err}); it may be "
+            "truncated or damaged: save it again with numpy.save or numpy.savez"
+        ) from err
     if arr.dtype.kind not in "fiub":
         raise InputError(f"array {str(path)!r} has dtype {arr.dtype}; expected numbers")
     arr = arr.astype(np.float32)

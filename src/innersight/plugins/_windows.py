@@ -1,9 +1,17 @@
 """Window geometry and baselines for occlusion: validated in one place, pure numpy.
 
 Window corners along one axis of ``size`` pixels are ``0, stride, 2*stride, ...`` while
-``corner + window <= size``, plus one last corner ``size - window`` when the regular grid leaves
-the last rows (or columns) uncovered. With ``stride <= window`` every pixel is then covered by at
-least one window. Example: size 12, window 5, stride 4 -> corners 0, 4 and 7.
+``corner + window <= size``; when that regular grid leaves the last rows (or columns) uncovered,
+``edges`` decides how they are covered:
+
+* ``"aligned"``: one last full window flush with the edge, corner ``size - window``.
+  Example: size 12, window 5, stride 4 -> corners 0, 4 and 7.
+* ``"truncate"``: the grid goes on by one more stride and that window is cut at the edge, as
+  Captum's ``Occlusion`` does (``ceil((size - window) / stride) + 1`` windows).
+  Example: size 12, window 5, stride 4 -> corners 0, 4 and 8 (the last covers 8..11).
+
+With ``stride <= window`` every pixel is covered by at least one window either way; when
+``(size - window) % stride == 0`` both give the same corners.
 """
 
 from __future__ import annotations
@@ -14,9 +22,18 @@ import numpy as np
 
 from innersight.core import InputError
 
-__all__ = ["box_blur", "coverage", "make_baseline", "pair", "window_corners"]
+__all__ = [
+    "EDGES",
+    "box_blur",
+    "check_edges",
+    "coverage",
+    "make_baseline",
+    "pair",
+    "window_corners",
+]
 
 BASELINE_NAMES = ("mean", "blur")
+EDGES = ("aligned", "truncate")
 
 
 def pair(value: Any, what: str) -> tuple[int, int]:
@@ -59,16 +76,27 @@ def check_geometry(window: tuple[int, int], stride: tuple[int, int], hw: tuple[i
         )
 
 
-def window_corners(size: int, window: int, stride: int) -> np.ndarray:
+def check_edges(edges: Any) -> str:
+    """``edges`` must be one of :data:`EDGES`; InputError naming them otherwise."""
+    if not isinstance(edges, str) or edges not in EDGES:
+        raise InputError(
+            f"edges={edges!r} is unknown; use 'aligned' (a last full window flush with the "
+            "edge) or 'truncate' (a last window cut at the edge, Captum's Occlusion)"
+        )
+    return edges
+
+
+def window_corners(size: int, window: int, stride: int, edges: str = "aligned") -> np.ndarray:
     """Top-left corners along one axis (see the module docstring)."""
     corners = list(range(0, size - window + 1, stride))
     if corners[-1] + window < size:
-        corners.append(size - window)
+        corners.append(size - window if edges == "aligned" else corners[-1] + stride)
     return np.asarray(corners, dtype=np.int64)
 
 
 def coverage(corners: np.ndarray, window: int, size: int) -> np.ndarray:
-    """(windows, size) float64 indicator: row ``a`` is 1 where window ``a`` covers the pixel."""
+    """(windows, size) float64 indicator: row ``a`` is 1 where window ``a`` covers the pixel
+    (a window that runs past the edge covers the pixels up to it)."""
     pos = np.arange(size)
     return ((pos >= corners[:, None]) & (pos < corners[:, None] + window)).astype(np.float64)
 

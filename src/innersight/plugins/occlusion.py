@@ -6,10 +6,17 @@ image is scored. A pixel's value is the mean, over the windows that cover it, of
 mark pixels whose hiding lowers the target score.
 
 Window positions: along each axis the top-left corners are ``0, stride, 2*stride, ...`` while
-``corner + window <= size``, plus one last window flush with the bottom (right) edge when that
-regular grid leaves the last rows (columns) uncovered. ``stride <= window`` is required, so every
-pixel is covered by at least one window. Example: 12 pixels, window 5, stride 4 -> corners 0, 4
-and 7. The windows of an image are the product of its row and column corners.
+``corner + window <= size``. When that regular grid leaves the last rows (columns) uncovered,
+``edges="aligned"`` (the default) adds one last full window flush with the bottom (right) edge,
+and ``edges="truncate"`` one more stride whose window is cut at the edge: Captum's exact values.
+Example: 12 pixels, window 5, stride 4 -> corners 0, 4 and 7 (aligned) or 0, 4 and 8 (truncate).
+``stride <= window`` is required, so every pixel is covered by at least one window. The windows
+of an image are the product of its row and column corners.
+
+Scores: ``score="logit"`` reads the adapter's :data:`~innersight.core.LOGITS` tap, the score that
+``Logit`` objectives (saliency, Grad-CAM, ...) explain: on a model ending in softmax/sigmoid, its
+pre-activation. An adapter that does not serve the tap is scored on its outputs, and
+``meta["score_source"]`` says so.
 
 Speed: the occluded images of all inputs form one stream of (image, window) items, built lazily
 chunk by chunk and scored by batched forwards under the memory budget
@@ -19,6 +26,7 @@ are matrix products of the window coverage indicators, not loops over pixels or 
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +34,12 @@ from typing import Any
 import numpy as np
 
 from innersight.core import (
+    LOGITS,
     BatchPlanner,
     Explanation,
+    InnersightWarning,
     InputError,
+    LayerNotFoundError,
     ModelAdapter,
     Technique,
     bytes_per_sample,
@@ -37,6 +48,7 @@ from innersight.core import (
     resolve_target,
 )
 from innersight.plugins._windows import (
+    check_edges,
     check_geometry,
     coverage,
     make_baseline,
@@ -64,6 +76,7 @@ class Occlusion(Technique):
         stride: int | tuple[int, int] = 8,
         baseline: float | str | np.ndarray = 0.0,
         score: str = "logit",
+        edges: str = "aligned",
         batch_size: int | str = "auto",
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
@@ -73,18 +86,24 @@ class Occlusion(Technique):
         stride: step between window corners, an int or (h, w), at most the window.
         baseline: what hides a window: a number, "mean" (each image's per-channel mean),
             "blur" (a box blur of the image, its box the window size), or an (H, W, C) array.
-        score: "logit" (the model outputs as given) or "probability" (softmax of the outputs;
-            outputs that already are probabilities are used as they are, see meta).
+        score: "logit" (the score saliency and Grad-CAM explain: the adapter's logits tap, the
+            pre-activation of a final softmax/sigmoid where the adapter finds one, else the
+            outputs) or "probability" (softmax of the outputs; outputs that already are
+            probabilities are used as they are, see meta).
+        edges: where the regular grid of corners leaves the last rows (columns) uncovered,
+            "aligned" adds a last full window flush with the edge; "truncate" adds one more
+            stride and cuts that window at the edge (Captum's ``Occlusion``, exactly).
         batch_size: occluded images per forward, or "auto" (timed, within the memory budget).
         progress: None (a bar on a terminal), False (silent), True, or a callback(done, total).
 
         Returns:
             A ``heatmap`` Explanation: values (N, H, W) float32. ``meta`` holds ``target``,
-            ``score`` (the unoccluded score per sample), ``score_source`` (how outputs became
-            scores), ``windows`` (per image), ``forwards`` (batched forwards run for scoring;
-            resolving ``target=None`` takes one more), ``batch_size`` (the chunk size most of
-            them used) and the window corners ``window_rows``, ``window_cols`` and
-            ``window_positions`` ([row, col] of every window, in scoring order).
+            ``score`` (the unoccluded score per sample), ``score_source`` (where the scores
+            came from: "logits (...)", "outputs", "softmax of the outputs", ...), ``windows``
+            (per image), ``forwards`` (batched forwards run for scoring; resolving
+            ``target=None`` takes one more), ``batch_size`` (the chunk size most of them used)
+            and the window corners ``window_rows``, ``window_cols`` and ``window_positions``
+            ([row, col] of every window, in scoring order).
         """
         if inputs.ndim != 4:
             raise InputError(
@@ -95,12 +114,13 @@ class Occlusion(Technique):
             raise InputError(f"score={score!r} is unknown; use 'logit' or 'probability'")
         win, step = pair(window, "window"), pair(stride, "stride")
         check_geometry(win, step, inputs.shape[1:])
+        check_edges(edges)
         base = make_baseline(baseline, inputs, win)
         targets = resolve_target(model, inputs, target)
         run = _Run(model, inputs, targets, batch_size)
         original = run.originals(score)
-        rows = window_corners(inputs.shape[1], win[0], step[0])
-        cols = window_corners(inputs.shape[2], win[1], step[1])
+        rows = window_corners(inputs.shape[1], win[0], step[0], edges)
+        cols = window_corners(inputs.shape[2], win[1], step[1], edges)
         occluded = run.occluded(base, rows, cols, win, progress)
         drops = original[:, None] - occluded.reshape(len(inputs), len(rows) * len(cols))
         values = _window_means(
@@ -119,6 +139,7 @@ class Occlusion(Technique):
                 if isinstance(baseline, (np.ndarray, list, tuple))
                 else baseline,
                 "score": score,
+                "edges": edges,
                 "batch_size": batch_size,
             },
             meta={
@@ -161,6 +182,9 @@ class _Run:
         self.forwards = 0
         self.source = "outputs"
         self._transform: str | None = None
+        self._tap = False  # score="logit": read the LOGITS tap
+        self._tap_missing = False  # the adapter does not serve it: scored on the outputs
+        self._pre_activation = False  # the tap differed from the outputs
         self._sizes: Counter[int] = Counter()
         shapes = [info.output_shape for info in model.layers()]
         # input + every layer output, plus the occluded copy the chunk builds
@@ -169,12 +193,37 @@ class _Run:
 
     def originals(self, score: str) -> np.ndarray:
         """Scores of the unoccluded inputs; fixes how outputs become scores for the whole run."""
-        outputs = self._map(lambda a, b: self._outputs(self.inputs[a:b]), len(self.inputs), False)
+        self._tap = score == "logit"
+        scores = self._map(lambda a, b: self._scores(self.inputs[a:b]), len(self.inputs), False)
         if score == "probability":
-            self._transform, self.source = _probability_transform(outputs)
-        elif _looks_like_probabilities(outputs):
-            self.source = "outputs (they look like probabilities: the model ends in a softmax)"
-        return self._select(outputs, self.targets)
+            self._transform, self.source = _probability_transform(scores)
+        else:
+            self.source = self._logit_source(scores)
+        return self._select(scores, self.targets)
+
+    def _logit_source(self, scores: np.ndarray) -> str:
+        """How score="logit" was read, for meta; a warning when it reads probabilities."""
+        if self._pre_activation:
+            return (
+                "logits (the pre-activation of the model's final softmax/sigmoid: the score "
+                "saliency and Grad-CAM explain)"
+            )
+        why = (
+            "the adapter serves no logits tap"
+            if self._tap_missing
+            else "the adapter's logits tap does not see past the final softmax"
+        )
+        if not _looks_like_probabilities(scores):
+            return f"outputs ({why})" if self._tap_missing else "outputs"
+        warnings.warn(
+            f"occlusion score='logit' on {self.model.backend} model {self.model.name} measures "
+            f"probability drops: its outputs look like probabilities and {why}, so the map can "
+            "be near zero where the softmax saturates. To explain the logit, pass the model "
+            "without its final softmax; to measure probabilities, use score='probability'",
+            InnersightWarning,
+            stacklevel=4,
+        )
+        return f"outputs (they look like probabilities: the model ends in a softmax; {why})"
 
     def occluded(
         self,
@@ -197,7 +246,7 @@ class _Run:
                 window = (slice(top, top + win[0]), slice(left, left + win[1]))
                 batch[(i, *window)] = base[(img, *window)]
             self._sizes[stop - start] += 1
-            return self._select(self._outputs(batch), self.targets[image])
+            return self._select(self._scores(batch), self.targets[image])
 
         return self._map(chunk, len(self.inputs) * per_image, progress, desc="occlusion")
 
@@ -216,10 +265,21 @@ class _Run:
             desc=desc,
         )
 
-    def _outputs(self, x: np.ndarray) -> np.ndarray:
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        """(N, K) float64: the LOGITS tap for score="logit" where served, else the outputs."""
+        if self._tap:
+            try:
+                result = self.model.forward(x, taps=[LOGITS])
+            except LayerNotFoundError:  # a backend that does not serve the tap
+                self._tap, self._tap_missing = False, True
+            else:
+                self.forwards += 1
+                logits, outputs = _rows(result.activations[LOGITS], x), _rows(result.outputs, x)
+                if logits.shape != outputs.shape or not np.array_equal(logits, outputs):
+                    self._pre_activation = True
+                return logits
         self.forwards += 1
-        out = np.asarray(self.model.forward(x).outputs, dtype=np.float64)
-        return out.reshape(len(x), -1)
+        return _rows(self.model.forward(x).outputs, x)
 
     def _select(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         if self._transform == "softmax":
@@ -228,6 +288,10 @@ class _Run:
         elif self._transform == "sigmoid":
             outputs = 1.0 / (1.0 + np.exp(-outputs))
         return objectives.evaluate(objectives.Logit(targets), outputs, {})
+
+
+def _rows(values: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(len(x), -1)
 
 
 def _looks_like_probabilities(outputs: np.ndarray) -> bool:
