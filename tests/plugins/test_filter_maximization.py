@@ -135,14 +135,21 @@ def test_error_messages(torch_small, keras_small):
         ins.explain(fm, torch_small, layer="relu1")
 
 
-def test_example_inputs_give_the_image_shape_of_an_undeclared_model(torch_small):
+def test_example_inputs_give_the_image_shape_and_range_of_an_undeclared_model(torch_small):
     x = np.random.default_rng(0).random((2, 12, 12, 3), dtype=np.float32)
     ex = ins.explain("filter_maximization", torch_small, x, layer="relu1", steps=3, progress=False)
     sized = ins.explain(
-        "filter_maximization", torch_small, layer="relu1", steps=3, progress=False, **SMALL
+        "filter_maximization",
+        torch_small,
+        layer="relu1",
+        steps=3,
+        progress=False,
+        value_range=(0, 1),
+        **SMALL,
     )
     assert ex.inputs is None and ex.values.shape == (4, 12, 12, 3)
-    np.testing.assert_array_equal(ex.values, sized.values)  # only the shape of x was used
+    assert ex.params["value_range"] == [0.0, 1.0]  # x lies in 0..1
+    np.testing.assert_array_equal(ex.values, sized.values)  # only the shape and range of x
 
 
 def test_snapshots_make_an_animated_gif(tmp_path, keras_small):

@@ -3,16 +3,24 @@ maximization share, public so third-party feature-visualisation plugins can do t
 
 * :class:`AscentOptions` validates the options every such technique takes (steps, lr, seed,
   init, jitter, scale, rotate, param, snapshot_every) with messages that say what to pass.
-* :func:`image_shape` resolves the (H, W, C) of the generated images from the model, ``size``
-  and ``init``.
+* :func:`image_shape` resolves the (H, W, C) of the generated images from the model, ``size``,
+  ``init`` and example inputs (their size fills the axes a model leaves open, e.g. a Keras
+  model built on ``keras.Input((None, None, 3))``).
+* :func:`resolve_range` decides the input range the images live in (:class:`ValueRange`):
+  ``value_range=(lo, hi)``, else the range of example inputs, else 0..1 (not enforced).
 * :func:`run_targets` optimises one image per target (filter, class, ...): targets are chunked
   by :class:`~innersight.core.BatchPlanner` and each chunk runs the whole optimisation in one
   batch (one gradient call per step). Target ``t`` starts from, and draws its random transforms
   from, ``numpy.random.default_rng([seed, t])``, so an image does not depend on the chunking or
   on which other targets were asked for.
 
-``init="noise"``: ``0.5 + 0.05 * N(0, 1)`` per pixel, a gray image with faint noise for models
-that take inputs in 0..1; pass an (H, W, C) image to start elsewhere (or in another input range).
+The optimisation runs in units of the range: ``u = (x - lo) / (hi - lo)``, so the defaults tuned
+on 0..1 models mean the same on an ImageNet-normalised model (about -2.1..2.6) or a 0..255 one:
+``init="noise"`` is ``0.5 + 0.05 * N(0, 1)`` in ``u`` (a gray image with faint noise, mid-range),
+``lr`` is the RMS change of a pixel per step as a fraction of the range, an L2 penalty weighs
+``||u||^2``, and with a known range the images are kept inside it (projected after every step).
+For 0..1 ``u`` is ``x``: nothing changes. Pass an (H, W, C) ``init`` image (in the model's input
+units) to start elsewhere.
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
     from innersight.core.objectives import Objective
 
-__all__ = ["NOISE", "AscentOptions", "image_shape", "run_targets"]
+__all__ = ["NOISE", "AscentOptions", "ValueRange", "image_shape", "resolve_range", "run_targets"]
 
-NOISE = (0.5, 0.05)  # mean and standard deviation of init="noise"
+NOISE = (0.5, 0.05)  # mean and standard deviation of init="noise", in units of the value range
+#: Conventional input ranges, tried in order: example inputs inside one of them get all of it.
+CONVENTIONAL_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
 
 
 def _positive_int(value: Any, name: str, hint: str) -> int:
@@ -158,10 +168,15 @@ def image_shape(
     model: ModelAdapter, size: Any, init: str | np.ndarray, inputs: np.ndarray | None = None
 ) -> tuple[int, int, int]:
     """(H, W, C) of the images to generate: ``init``'s shape, else ``size``, else the model's
-    declared input shape, else the shape of example ``inputs`` (N, H, W, C) when given."""
+    declared input shape with the axes it leaves open (None) taken from example ``inputs``
+    (N, H, W, C) when given."""
     declared = model.input_shape
-    if declared is None and inputs is not None:
-        declared = tuple(int(d) for d in np.shape(inputs)[1:])
+    if inputs is not None:
+        example = tuple(int(d) for d in np.shape(inputs)[1:])
+        if declared is None:
+            declared = example
+        elif len(example) == len(declared):
+            declared = tuple(e if d is None else d for d, e in zip(declared, example))
     known = declared if declared is not None and len(declared) == 3 else (None, None, None)
     if size is not None:
         try:
@@ -182,10 +197,16 @@ def image_shape(
             )
         return (int(init.shape[0]), int(init.shape[1]), int(init.shape[2]))
     if any(k is None for k in known):
+        hint = ", ".join(str(k) if k is not None else "HWC"[i] for i, k in enumerate(known))
+        wrap = (
+            ", or wrap the model with innersight.wrap(model, input_shape=(H, W, C))"
+            if model.backend == "torch"
+            else ""
+        )
         raise InputError(
             f"the {model.backend} model {model.name} does not declare its input shape "
-            f"({_fmt(known)}); pass size=(H, W, C), an init image, or wrap the model with "
-            "innersight.wrap(model, input_shape=(H, W, C))"
+            f"({_fmt(known)}); pass size=({hint}) with the image size, example inputs "
+            f"(their size is used), or an init image{wrap}"
         )
     return (int(known[0]), int(known[1]), int(known[2]))  # type: ignore[arg-type]
 
@@ -194,14 +215,113 @@ def _fmt(shape: tuple[Any, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
+@dataclass(frozen=True)
+class ValueRange:
+    """The input range generated images live in.
+
+    Attributes:
+        lo, hi: the range (``lo < hi``).
+        clip: True when the range is known (given, or read from example inputs): images are
+            kept inside it. False for the 0..1 default, which only scales the defaults.
+        source: where the range came from, for ``meta``.
+    """
+
+    lo: float = 0.0
+    hi: float = 1.0
+    clip: bool = False
+    source: str = "default 0..1 (not enforced: pass value_range=(lo, hi) or example inputs)"
+
+    @property
+    def span(self) -> float:
+        return self.hi - self.lo
+
+    def to_unit(self, x: np.ndarray) -> np.ndarray:
+        """``(x - lo) / (hi - lo)``: model input units to units of the range."""
+        return (np.asarray(x, dtype=np.float64) - self.lo) / self.span
+
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
+        """``lo + (hi - lo) * u``: units of the range back to model input units."""
+        return self.lo + self.span * np.asarray(u, dtype=np.float64)
+
+    def params(self) -> list[float] | None:
+        """The range for ``Explanation.params`` (None: not enforced)."""
+        return [self.lo, self.hi] if self.clip else None
+
+
+def resolve_range(value_range: Any, inputs: np.ndarray | None) -> ValueRange:
+    """The range of the generated images: ``value_range=(lo, hi)`` when given; else that of
+    the example ``inputs``, widened to the first of 0..1, -1..1, 0..255 that holds them (an
+    ImageNet-normalised batch, about -2.1..2.6, is taken as it is); else 0..1, not enforced."""
+    if value_range is not None:
+        try:
+            lo, hi = (float(v) for v in value_range)
+        except (TypeError, ValueError):
+            lo = hi = float("nan")
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise InputError(
+                f"value_range must be (low, high) with low < high, e.g. (0, 1) or (-2.12, 2.64), "
+                f"got {value_range!r}"
+            )
+        return ValueRange(lo, hi, True, f"value_range=({lo:g}, {hi:g})")
+    if inputs is None:
+        return ValueRange()
+    x = np.asarray(inputs, dtype=np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    seen = f"example inputs span {lo:.3g}..{hi:.3g}"
+    for c_lo, c_hi in CONVENTIONAL_RANGES:
+        if c_lo <= lo and hi <= c_hi:
+            return ValueRange(c_lo, c_hi, True, f"{seen}: taken as {c_lo:g}..{c_hi:g}")
+    if not lo < hi:
+        raise InputError(
+            f"the example inputs are constant ({lo:g}), so they tell no input range; pass "
+            "value_range=(low, high), the range the model was trained on"
+        )
+    return ValueRange(lo, hi, True, seen)
+
+
 def starting_images(
     init: str | np.ndarray, shape: tuple[int, int, int], rngs: list[np.random.Generator]
 ) -> np.ndarray:
-    """One starting image per generator: ``init`` itself, or noise drawn from that generator."""
+    """One starting image per generator: ``init`` itself, or noise drawn from that generator
+    (in units of the value range; :func:`run_targets` maps an ``init`` image into them)."""
     if isinstance(init, str):
         mean, std = NOISE
         return np.stack([mean + std * r.standard_normal(shape) for r in rngs]).astype(np.float32)
     return np.repeat(init[None], len(rngs), axis=0)
+
+
+def _unit_objective(fn: ValueAndGrad, vr: ValueRange) -> ValueAndGrad:
+    """``fn`` seen from units of the range: ``u -> (f(x(u)), span * f'(x(u)))``."""
+    if vr.lo == 0.0 and vr.span == 1.0:
+        return fn  # 0..1: u is x, bit for bit
+
+    def unit(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, grads = fn(vr.from_unit(u))
+        return values, grads * vr.span
+
+    return unit
+
+
+def _reviver(
+    model: ModelAdapter,
+    objective_for: Callable[[np.ndarray], Objective],
+    idx: np.ndarray,
+    vr: ValueRange,
+    enabled: list[bool],
+) -> Revive:
+    """The deconvnet gradient for samples whose gradient is zero (a unit that is off)."""
+
+    def revive(us: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if enabled[0]:
+            x = vr.from_unit(us).astype(np.float32)
+            try:
+                _, grads = model.value_and_grad(x, objective_for(idx[rows]), relu="deconv")
+                return np.asarray(grads, dtype=np.float64) * vr.span
+            except CapabilityError:
+                enabled[0] = False  # this model's ReLUs cannot be overridden: never ask again
+        return np.zeros(us.shape)
+
+    return revive
 
 
 def run_targets(
@@ -217,56 +337,51 @@ def run_targets(
     progress: ProgressArg = None,
     desc: str = "",
     key: Hashable = None,
+    value_range: ValueRange | None = None,
+    note: str | None = None,
 ) -> Ascent:
     """One optimised image per target, chunked under the memory budget; results in order.
 
     Args:
         objective_for: per-sample target indices -> the objective of that chunk, e.g.
             ``lambda idx: Channel(layer, idx, crop)``.
+        penalty: subtracted from the objective, computed on the images in units of the range.
         revive_relu: when a sample's gradient is exactly zero (its unit is off everywhere) and
             the adapter can override ReLUs, step along the deconvnet gradient until it is on.
+        value_range: the images' input range (see the module docstring); None: 0..1, not
+            enforced. Images, frames and ``init`` are in model input units.
+        note: a one-line remark shown above the progress bar (and logged), e.g. which default
+            set of targets was chosen.
     """
+    vr = value_range or ValueRange()
     done: dict[int, Ascent] = {}
     transforms = RandomTransforms(options.jitter, options.scale, options.rotate)
-    # mutable: an adapter that turns out unable to override this model's ReLUs (CapabilityError)
-    # is not asked again, and its dead units simply stay where they are
+    init = options.init if isinstance(options.init, str) else vr.to_unit(options.init)
     revive_ok = [revive_relu and "relu_override" in {str(c) for c in model.capabilities}]
 
     def chunk(start: int, stop: int) -> np.ndarray:
         idx = targets[start:stop]
         rngs = [np.random.default_rng([options.seed, int(t)]) for t in idx]
-        x0 = starting_images(options.init, shape, rngs)
-        revive: Revive | None = None
-        if revive_ok[0]:
-
-            def revive(xs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-                if revive_ok[0]:
-                    obj = objective_for(idx[rows])
-                    try:
-                        _, grads = model.value_and_grad(xs.astype(np.float32), obj, relu="deconv")
-                        return np.asarray(grads, dtype=np.float64)
-                    except CapabilityError:
-                        revive_ok[0] = False
-                return np.zeros(xs.shape)
-
         done[start] = ascend(
-            model_objective(model, objective_for(idx)),
-            x0,
+            _unit_objective(model_objective(model, objective_for(idx)), vr),
+            starting_images(init, shape, rngs),
             steps=options.steps,
             lr=options.lr,
             param=options.param,
             transforms=transforms,
             rngs=rngs,
             penalty=penalty,
-            revive=revive,
+            revive=_reviver(model, objective_for, idx, vr, revive_ok) if revive_ok[0] else None,
             snapshot_every=options.snapshot_every,
             progress=bar,
+            bounds=(0.0, 1.0) if vr.clip else None,
         )
         return done[start].images
 
-    layer_shapes = [info.output_shape for info in model.layers()]
-    per_sample = bytes_per_sample(shape, layer_shapes, grads=True)
+    per_sample = bytes_per_sample(shape, [i.output_shape for i in model.layers()], grads=True)
     with Progress(len(targets) * options.steps, desc, progress) as bar:
+        if note:
+            bar.note(note)
         planner = BatchPlanner()  # its own bar stays off: ``bar`` counts target-steps
         planner.map(
             chunk,
@@ -276,13 +391,25 @@ def run_targets(
             key=key,
             progress=False,
         )
-    parts = [done[k] for k in sorted(done)]
+    return _joined([done[k] for k in sorted(done)], vr)
+
+
+def _joined(parts: list[Ascent], vr: ValueRange) -> Ascent:
+    """The chunks' results in order, images and frames back in model input units."""
+
+    def images(arrays: Any) -> np.ndarray:
+        u = np.concatenate(list(arrays))
+        if vr.lo == 0.0 and vr.span == 1.0:
+            return u
+        x = vr.from_unit(u)  # clipped again: lo + (hi - lo) * 1 may round past hi
+        return (np.clip(x, vr.lo, vr.hi) if vr.clip else x).astype(np.float32)
+
     return Ascent(
-        images=np.concatenate([p.images for p in parts]),
+        images=images(p.images for p in parts),
         initial=np.concatenate([p.initial for p in parts]),
         final=np.concatenate([p.final for p in parts]),
         history=np.concatenate([p.history for p in parts], axis=1),
-        frames=[np.concatenate(f) for f in zip(*(p.frames for p in parts))],
+        frames=[images(f) for f in zip(*(p.frames for p in parts))],
         stalled=np.concatenate([p.stalled for p in parts]),
         revived=np.concatenate([p.revived for p in parts]),
     )

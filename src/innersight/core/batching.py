@@ -9,6 +9,7 @@ bigger batches are not always faster, so no fixed size is right for every model.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -189,19 +190,24 @@ class BatchPlanner:
 
 
 class Progress:
-    """A progress bar: tqdm on a terminal, silent otherwise, or a ``callback(done, total)``.
+    """A progress bar: tqdm on a terminal or in Jupyter, silent otherwise, or a callback.
+
+    ``tqdm.auto`` draws a text bar on a terminal and the widget bar in a Jupyter notebook
+    (where stderr is no terminal, so a terminal check alone would show nothing).
 
     Args:
         total: number of work items.
         desc: label shown before the bar.
-        progress: ``None`` (bar only when stderr is a terminal), ``True``, ``False``, or a
-            callable receiving ``(done, total)`` after every chunk.
+        progress: ``None`` (a bar when stderr is a terminal or the code runs in a Jupyter
+            kernel), ``True``, ``False``, or a callable receiving ``(done, total)`` after every
+            chunk.
     """
 
     def __init__(self, total: int, desc: str = "", progress: ProgressArg = None) -> None:
         self.total, self.desc, self.done = int(total), desc, 0
         self._callback = progress if callable(progress) else None
-        show = sys.stderr.isatty() if progress is None else progress is True
+        on_screen = progress is None and (sys.stderr.isatty() or self.in_notebook())
+        show = on_screen or progress is True
         self._bar: Any = None
         if show:  # tqdm is optional
             try:
@@ -210,6 +216,28 @@ class Progress:
                 self._bar = tqdm(total=self.total, desc=desc or None, leave=False)
             except ImportError:
                 self._bar = _TextBar(self.total, desc)
+
+    @staticmethod
+    def in_notebook() -> bool:
+        """True inside a Jupyter (IPython) kernel: ipykernel is loaded and the running IPython
+        shell has a kernel. False in a plain interpreter that merely imported ipykernel, and in
+        terminal IPython (which has a TTY of its own)."""
+        if "ipykernel" not in sys.modules:
+            return False
+        get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+        try:
+            shell = get_ipython() if callable(get_ipython) else None
+        except Exception:  # a half-initialised IPython is no notebook to draw in
+            return False
+        return getattr(shell, "kernel", None) is not None
+
+    def note(self, message: str) -> None:
+        """A one-line remark about the work (e.g. which default was chosen): written above the
+        bar when one is shown, and logged to the ``innersight`` logger at INFO either way."""
+        logging.getLogger("innersight").info("%s", message)
+        if self._bar is not None:
+            text = f"{self.desc}: {message}" if self.desc else message
+            self._bar.write(text, file=sys.stderr)
 
     def update(self, n: int) -> None:
         self.done += n
@@ -235,6 +263,11 @@ class _TextBar:
 
     def __init__(self, total: int, desc: str) -> None:
         self.total, self.desc, self.done = total, desc, 0
+
+    def write(self, message: str, file: Any = None) -> None:
+        out = file or sys.stderr
+        out.write(f"\r{message}\n")
+        out.flush()
 
     def update(self, n: int) -> None:
         self.done += n

@@ -16,6 +16,10 @@ same algorithm. One step, per sample::
 ``rms(gp) = ||gp|| / sqrt(gp.size)`` per sample: the step has root-mean-square ``lr`` on every
 parameter whatever the image size or the objective's scale, so ``lr`` is the typical change of a
 pixel per step (in the model's input units for ``param="pixel"``).
+
+With ``bounds=(lo, hi)`` the images are kept in that box: after every step the image is clipped
+and the parameters are set to those of the clipped image (projected gradient ascent; exact for
+both parameterisations, which are invertible linear maps).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from innersight.core.batching import Progress, ProgressArg
 from innersight.core.errors import InputError
-from innersight.core.param import make_param
+from innersight.core.param import Parameterization, make_param
 from innersight.core.transforms import RandomTransforms
 
 if TYPE_CHECKING:
@@ -86,6 +90,25 @@ def l2_penalty(weight: float) -> ValueAndGrad:
     return fn
 
 
+def _revive(
+    revive: Revive, xt: np.ndarray, grad: np.ndarray, stalled: np.ndarray, revived: np.ndarray
+) -> np.ndarray:
+    """``grad`` with the stalled samples' rows from ``revive``; counts them in ``revived``."""
+    rows = np.flatnonzero(stalled)
+    grad = grad.copy()
+    substitute = revive(xt[rows], rows)
+    grad[rows] = substitute
+    revived[rows] += np.any(substitute.reshape(len(rows), -1) != 0, axis=1)
+    return grad
+
+
+def _project(p: Parameterization, params: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """The parameters of the image of ``params`` clipped to ``bounds``."""
+    x = p.forward(params)
+    clipped = np.clip(x, *bounds)
+    return params if np.array_equal(x, clipped) else p.inverse(clipped)
+
+
 def ascend(
     value_and_grad: ValueAndGrad,
     x0: np.ndarray,
@@ -99,6 +122,7 @@ def ascend(
     revive: Revive | None = None,
     snapshot_every: int | None = None,
     progress: ProgressLike = None,
+    bounds: tuple[float, float] | None = None,
     eps: float = 1e-12,
 ) -> Ascent:
     """Maximise ``value_and_grad``'s per-sample values by normalised gradient ascent from ``x0``.
@@ -120,8 +144,12 @@ def ascend(
         snapshot_every: keep the images every this many steps in ``frames`` (None: no frames).
         progress: None/True/False/callback as for :class:`Progress`, or a Progress to update
             (by N per step, so one bar can span many calls).
+        bounds: (lo, hi) the images are kept in (the start clipped, every step projected);
+            None: unbounded.
     """
     x0 = np.asarray(x0, dtype=np.float64)
+    if bounds is not None:
+        x0 = np.clip(x0, *bounds)
     if x0.ndim != 4:
         raise InputError(f"ascend needs images (N, H, W, C), got shape {x0.shape}")
     n, h, w, c = x0.shape
@@ -148,11 +176,7 @@ def ascend(
             values, grad = value_and_grad(xt)
             stalled = ~np.any(grad.reshape(n, -1) != 0, axis=1)
             if revive is not None and stalled.any():
-                rows = np.flatnonzero(stalled)
-                grad = grad.copy()
-                substitute = revive(xt[rows], rows)
-                grad[rows] = substitute
-                revived[rows] += np.any(substitute.reshape(len(rows), -1) != 0, axis=1)
+                grad = _revive(revive, xt, grad, stalled, revived)
             grad = t.adjoint(grad) if t is not None else grad
             if penalty is not None:
                 pen, pen_grad = penalty(x)
@@ -166,6 +190,8 @@ def ascend(
                 )
             rms = np.sqrt(np.mean(gp.reshape(n, -1) ** 2, axis=1))
             params = params + lr * gp / (rms + eps).reshape((n,) + (1,) * (gp.ndim - 1))
+            if bounds is not None:
+                params = _project(p, params, bounds)
             if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < steps:
                 frames.append(p.forward(params).astype(np.float32))
             bar.update(n)

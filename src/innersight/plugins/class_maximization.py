@@ -16,6 +16,17 @@ briefly trained ones (6 epochs, seeds 1-3), every class is classified as itself 
 > 0.99 for seeds 0-2 (``l2=0.3`` left classes 0 and 8 at 0.16-0.8 on the briefly trained ones).
 For a model whose logit gradients are much larger or smaller, scale ``l2`` with them.
 
+Which classes by default (``classes=None``): every class of a model with at most
+:data:`DEFAULT_CLASSES` outputs; on a larger model (1000 ImageNet classes would take 1000 x 200
+steps), the top predicted class of each example input (unique, in input order) when inputs are
+given, else the first :data:`DEFAULT_CLASSES`. ``meta["classes_rule"]`` says which rule chose
+them, and a one-line note above the progress bar (and on the ``innersight`` logger) says so too.
+
+Input range: the optimisation runs in units of the model's input range (see
+:mod:`innersight.core.ascent`): ``value_range=(lo, hi)``, else the range of the example inputs
+(an ImageNet-normalised or a 0..255 model gets images in its own range), else 0..1. With a known
+range the images stay inside it; ``l2`` weighs ``||u||^2`` with ``u = (x - lo) / (hi - lo)``.
+
 ``meta["probability"]``: the model's probability of the target class for each final image
 (softmax of the outputs; outputs that already are probabilities are used as they are).
 ``snapshot_every=k`` keeps the trajectory in ``meta["frames"]``: ``save("x.gif")`` animates it.
@@ -40,16 +51,41 @@ from innersight.core import (
     objectives,
     run_targets,
 )
+from innersight.core.ascent import ValueRange, resolve_range
+
+#: ``classes=None`` on a model with more outputs than this picks a bounded set (see above).
+DEFAULT_CLASSES = 10
+
+
+def default_classes(
+    model: ModelAdapter, inputs: np.ndarray | None, count: int
+) -> tuple[np.ndarray, str]:
+    """The classes ``classes=None`` means, and the rule that chose them (for meta and the note)."""
+    if count <= DEFAULT_CLASSES:
+        return np.arange(count), f"all {count} classes"
+    if inputs is not None:
+        predicted = model.predict_classes(np.asarray(inputs, dtype=np.float32))
+        top = list(dict.fromkeys(int(k) for k in predicted))
+        rule = (
+            f"the top predicted class of each of the {len(predicted)} example inputs: {top} "
+            f"(of {count}; pass classes=[...] for others)"
+        )
+        return np.asarray(top, dtype=np.int64), rule
+    rule = (
+        f"the first {DEFAULT_CLASSES} of {count} classes (pass classes=[...], or example inputs "
+        "for their top predicted classes)"
+    )
+    return np.arange(DEFAULT_CLASSES), rule
 
 
 def _classes(classes: Any, count: int) -> np.ndarray:
-    if classes is None:
-        return np.arange(count)
     if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
         classes = [classes]
     arr = np.asarray(classes)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
-        raise InputError(f"classes must be None (all) or a non-empty list of ints, got {classes!r}")
+        raise InputError(
+            f"classes must be None (the default set) or a non-empty list of ints, got {classes!r}"
+        )
     bad = arr[(arr < 0) | (arr >= count)]
     if bad.size:
         raise InputError(
@@ -88,6 +124,7 @@ class ClassMaximization(Technique):
         lr: float = 0.02,
         l2: float = 0.05,
         size: int | tuple[int, ...] | None = None,
+        value_range: tuple[float, float] | None = None,
         seed: int | None = 0,
         init: str | np.ndarray = "noise",
         jitter: int = 2,
@@ -99,23 +136,31 @@ class ClassMaximization(Technique):
         snapshot_every: int | None = None,
     ) -> Explanation:
         """Args:
-        inputs: optional example inputs (N, H, W, C): the technique makes its own images and
-            uses only their shape, when the model declares none (pass ``init=`` to start
-            from an image).
-        classes: class indices; None: every output of the model.
+        inputs: optional example inputs (N, H, W, C): the technique makes its own images. It
+            reads from them the image size the model leaves open, the input range (see
+            ``value_range``) and, on a model with more than 10 classes, the default classes
+            (their top predictions). Pass ``init=`` to start from an image.
+        classes: class indices; None: every class of a model with at most 10 outputs, else the
+            top predicted class of each example input, else the first 10 (see
+            ``meta["classes_rule"]``).
         steps: gradient steps.
-        lr: RMS change of each pixel per step (0.02 suits inputs in 0..1).
-        l2: weight of the ``||x||^2`` penalty (0: none); see the module docstring.
-        size: (H, W) or (H, W, C) of the images; None: the model's input shape.
+        lr: RMS change of each pixel per step, as a fraction of the input range (0.02).
+        l2: weight of the ``||u||^2`` penalty (0: none), ``u`` the image in units of the range;
+            see the module docstring.
+        size: (H, W) or (H, W, C) of the images; None: the model's input shape (the example
+            inputs' size on axes the model leaves open).
+        value_range: (low, high) input range the images are kept in; None: the range of the
+            example inputs (widened to 0..1, -1..1 or 0..255 when it fits in one), else 0..1
+            without clipping.
         seed: seed of the starting noise and the random transforms (None: a fresh one).
-        init: "noise" (gray 0.5 + 0.05 N(0, 1), for inputs in 0..1) or an (H, W, C) image.
+        init: "noise" (mid-range gray + 5 % noise) or an (H, W, C) image in input units.
         jitter: largest random shift in pixels per step (0: none).
         scale: (low, high) random zoom per step, e.g. (0.9, 1.1); None: none.
         rotate: largest random rotation in degrees per step.
         param: "fft" (default: decorrelated spectrum, smoother images) or "pixel".
         batch_size: classes optimised together, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal), True, False, or a callback(done, total) counting
-            class-steps.
+        progress: None (a bar on a terminal or in Jupyter), True, False, or a
+            callback(done, total) counting class-steps.
         snapshot_every: keep the images every this many steps in ``meta["frames"]`` (for
             ``save("x.gif")``); None: no frames.
         """
@@ -130,42 +175,31 @@ class ClassMaximization(Technique):
             param=param,
             snapshot_every=snapshot_every,
         )
-        if (
-            isinstance(l2, bool)
-            or not isinstance(l2, (int, float, np.floating, np.integer))
-            or not np.isfinite(l2)
-            or l2 < 0
-        ):
-            raise InputError(f"l2 must be a number >= 0 (0: no penalty), got {l2!r}")
+        l2 = _l2(l2)
+        vr = resolve_range(value_range, inputs)
         shape = image_shape(model, size, opts.init, inputs)
-        probe = np.full((1, *shape), 0.5, np.float32)
-        chosen = _classes(classes, int(np.prod(model.forward(probe).outputs.shape[1:])))
+        probe = vr.from_unit(np.full((1, *shape), 0.5)).astype(np.float32)
+        count = int(np.prod(model.forward(probe).outputs.shape[1:]))
+        if classes is None:
+            chosen, rule = default_classes(model, inputs, count)
+        else:
+            chosen, rule = _classes(classes, count), "given"
         result = run_targets(
             model,
             chosen,
             objectives.Logit,
             opts,
             shape,
-            penalty=l2_penalty(float(l2)) if l2 > 0 else None,
+            penalty=l2_penalty(l2) if l2 > 0 else None,
             batch_size=batch_size,
             progress=progress,
             desc=self.name,
             key=(self.name, model.backend, model.name, shape),
+            value_range=vr,
+            note=f"classes: {rule}" if classes is None and count > DEFAULT_CLASSES else None,
         )
-        outputs = np.asarray(model.forward(result.images).outputs)
-        prob = probabilities(outputs)
-        rows = np.arange(len(chosen))
-        norms = np.sum(result.images.astype(np.float64) ** 2, axis=(1, 2, 3))
-        meta: dict[str, Any] = {
-            "classes": chosen.tolist(),
-            "objective": result.final.tolist(),
-            "initial_objective": result.initial.tolist(),
-            "logit": (result.final + float(l2) * norms).tolist(),
-            "probability": prob[rows, chosen].tolist(),
-            "predicted": prob.argmax(axis=1).tolist(),
-            "history": result.history.T,
-            "seed": opts.seed,
-        }
+        meta = _meta(model, result, chosen, l2, vr)
+        meta.update(classes_rule=rule, seed=opts.seed)
         if opts.snapshot_every:
             meta["frames"] = result.frames
         return Explanation(
@@ -174,12 +208,43 @@ class ClassMaximization(Technique):
             values=result.images,
             params={
                 "classes": chosen.tolist(),
-                "l2": float(l2),
+                "l2": l2,
                 "size": list(shape),
+                "value_range": vr.params(),
                 **opts.params(),
             },
             meta=meta,
         )
+
+
+def _l2(l2: Any) -> float:
+    if (
+        isinstance(l2, bool)
+        or not isinstance(l2, (int, float, np.floating, np.integer))
+        or not np.isfinite(l2)
+        or l2 < 0
+    ):
+        raise InputError(f"l2 must be a number >= 0 (0: no penalty), got {l2!r}")
+    return float(l2)
+
+
+def _meta(
+    model: ModelAdapter, result: Any, chosen: np.ndarray, l2: float, vr: ValueRange
+) -> dict[str, Any]:
+    """Scores of the final images: objective, logit (objective + penalty), probability."""
+    prob = probabilities(np.asarray(model.forward(result.images).outputs))
+    rows = np.arange(len(chosen))
+    norms = np.sum(vr.to_unit(result.images) ** 2, axis=(1, 2, 3))
+    return {
+        "classes": chosen.tolist(),
+        "objective": result.final.tolist(),
+        "initial_objective": result.initial.tolist(),
+        "logit": (result.final + l2 * norms).tolist(),
+        "probability": prob[rows, chosen].tolist(),
+        "predicted": prob.argmax(axis=1).tolist(),
+        "history": result.history.T,
+        "value_range": vr.source,
+    }
 
 
 @hookimpl

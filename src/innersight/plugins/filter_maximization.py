@@ -7,9 +7,11 @@ ONE gradient call for the whole chunk; chunks are planned by the memory budget a
 filter's image is the same whatever the chunking (:func:`~innersight.core.run_targets`).
 
 Steps are normalised (``x += lr * g / rms(g)``), so ``lr`` is the typical change of each pixel
-per step in the model's input units: the default 0.05 suits inputs in 0..1 (scale it with your
-input range). No penalty or clipping: the images are raw input-space arrays, and the renderer
-scales each one for display.
+per step as a fraction of the model's input range (see :mod:`innersight.core.ascent`). The
+range is ``value_range=(lo, hi)``, else that of the example inputs (an ImageNet-normalised or a
+0..255 model gets images in its own range), and then the images are kept inside it; else 0..1
+with no clipping (the images are raw input-space arrays). No penalty: the renderer scales each
+image for display.
 
 A filter behind a ReLU that is off on the whole starting image has a zero gradient; when the
 adapter can override ReLUs, such filters step along the deconvnet gradient until they switch on
@@ -34,6 +36,7 @@ from innersight.core import (
     objectives,
     run_targets,
 )
+from innersight.core.ascent import resolve_range
 
 
 def _spatial_layers(model: ModelAdapter, probe: np.ndarray) -> list[str]:
@@ -89,6 +92,7 @@ class FilterMaximization(Technique):
         steps: int = 100,
         lr: float = 0.05,
         size: int | tuple[int, ...] | None = None,
+        value_range: tuple[float, float] | None = None,
         seed: int | None = 0,
         init: str | np.ndarray = "noise",
         crop: int | None = None,
@@ -101,16 +105,20 @@ class FilterMaximization(Technique):
         snapshot_every: int | None = None,
     ) -> Explanation:
         """Args:
-        inputs: optional example inputs (N, H, W, C): the technique makes its own images and
-            uses only their shape, when the model declares none (pass ``init=`` to start
-            from an image).
+        inputs: optional example inputs (N, H, W, C): the technique makes its own images. It
+            reads from them the image size the model leaves open and the input range (see
+            ``value_range``). Pass ``init=`` to start from an image.
         layer: a layer with spatial (H, W, C) output.
         filters: filter (channel) indices; None: every filter of the layer.
         steps: gradient steps.
-        lr: RMS change of each pixel per step (0.05 suits inputs in 0..1).
-        size: (H, W) or (H, W, C) of the images; None: the model's input shape.
+        lr: RMS change of each pixel per step, as a fraction of the input range (0.05).
+        size: (H, W) or (H, W, C) of the images; None: the model's input shape (the example
+            inputs' size on axes the model leaves open).
+        value_range: (low, high) input range the images are kept in; None: the range of the
+            example inputs (widened to 0..1, -1..1 or 0..255 when it fits in one), else 0..1
+            without clipping.
         seed: seed of the starting noise and the random transforms (None: a fresh one).
-        init: "noise" (gray 0.5 + 0.05 N(0, 1), for inputs in 0..1) or an (H, W, C) image.
+        init: "noise" (mid-range gray + 5 % noise) or an (H, W, C) image in input units.
         crop: border of the feature map left out of the mean; None: 2, less on maps under
             8 pixels.
         jitter: largest random shift in pixels per step (0: none).
@@ -118,8 +126,8 @@ class FilterMaximization(Technique):
         rotate: largest random rotation in degrees per step.
         param: "pixel" (optimise pixels) or "fft" (decorrelated spectrum, smoother images).
         batch_size: filters optimised together, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal), True, False, or a callback(done, total) counting
-            filter-steps.
+        progress: None (a bar on a terminal or in Jupyter), True, False, or a
+            callback(done, total) counting filter-steps.
         snapshot_every: keep the images every this many steps in ``meta["frames"]`` (for
             ``save("x.gif")``); None: no frames.
         """
@@ -136,8 +144,9 @@ class FilterMaximization(Technique):
         )
         if not isinstance(layer, str):
             raise InputError(f"layer must be a layer name (str), got {type(layer).__name__}")
+        vr = resolve_range(value_range, inputs)
         shape = image_shape(model, size, opts.init, inputs)
-        probe = np.full((1, *shape), 0.5, np.float32)
+        probe = vr.from_unit(np.full((1, *shape), 0.5)).astype(np.float32)
         act = np.asarray(model.forward(probe, taps=[layer]).activations[layer])
         if act.ndim != 4:
             raise InputError(
@@ -157,17 +166,10 @@ class FilterMaximization(Technique):
             progress=progress,
             desc=self.name,
             key=(self.name, model.backend, model.name, shape, layer),
+            value_range=vr,
         )
-        meta: dict[str, Any] = {
-            "layer": layer,
-            "filters": chosen.tolist(),
-            "objective": result.final.tolist(),
-            "initial_objective": result.initial.tolist(),
-            "history": result.history.T,
-            "revived": chosen[result.revived > 0].tolist(),
-            "stalled": chosen[result.stalled].tolist(),
-            "seed": opts.seed,
-        }
+        meta = _meta(result, chosen, layer, vr.source)
+        meta["seed"] = opts.seed
         if opts.snapshot_every:
             meta["frames"] = result.frames
         return Explanation(
@@ -179,10 +181,25 @@ class FilterMaximization(Technique):
                 "filters": chosen.tolist(),
                 "size": list(shape),
                 "crop": int(crop),
+                "value_range": vr.params(),
                 **opts.params(),
             },
             meta=meta,
         )
+
+
+def _meta(result: Any, chosen: np.ndarray, layer: str, value_range: str) -> dict[str, Any]:
+    """What the run did per filter: objectives, history, revived and stalled filters."""
+    return {
+        "layer": layer,
+        "filters": chosen.tolist(),
+        "objective": result.final.tolist(),
+        "initial_objective": result.initial.tolist(),
+        "history": result.history.T,
+        "revived": chosen[result.revived > 0].tolist(),
+        "stalled": chosen[result.stalled].tolist(),
+        "value_range": value_range,
+    }
 
 
 @hookimpl

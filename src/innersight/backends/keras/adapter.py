@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from innersight.backends.keras import compiled
+from innersight.backends.keras.errors import model_call
 from innersight.backends.keras.graph import (
     LogitsPlan,
     ModelGraph,
@@ -45,7 +46,14 @@ from innersight.backends.keras.graph import (
     read_graph,
     unknown,
 )
-from innersight.core.adapter import BaseAdapter, Capability, ForwardResult, LayerInfo
+from innersight.core.adapter import (
+    LOGITS,
+    BaseAdapter,
+    Capability,
+    ForwardResult,
+    LayerInfo,
+    is_input_tap,
+)
 from innersight.core.errors import CapabilityError, InputError, ObjectiveError, did_you_mean
 from innersight.core.objectives import (
     Channel,
@@ -53,7 +61,6 @@ from innersight.core.objectives import (
     Neuron,
     Objective,
     channel_indices,
-    check_range,
     neuron_flat_index,
     per_sample,
 )
@@ -89,6 +96,12 @@ class KerasAdapter(BaseAdapter):
             past raises CapabilityError. ``False``: always the outputs (probabilities).
             ``forward`` and ``predict_classes`` always use the outputs.
 
+    ``last_relu_report``: after a ``value_and_grad``/``layer_value_and_grad`` call with
+    ``relu="guided"`` or ``"deconv"``, ``{"overridden": n, "not_overridden": {name: n}}``: how
+    many ReLU/ReLU6 ops of that pass got the override, and how many other nonlinear activations
+    (by Keras name: ``silu``, ``gelu``, ``hard_silu``, ``sigmoid``, ...) kept their plain
+    gradient (see :mod:`.activations`); None after a ``relu="plain"`` call.
+
     Traced functions are cached on the instance, at most :data:`compiled.CACHE_SIZE` of them
     (least recently used dropped; each holds one functional sub-model of the user's model).
 
@@ -119,6 +132,7 @@ class KerasAdapter(BaseAdapter):
         self.logits = logits
         self._lock = threading.RLock()
         self._cache = compiled.FunctionCache()
+        self.last_relu_report: dict[str, Any] | None = None
         self._load()
 
     @classmethod
@@ -171,20 +185,47 @@ class KerasAdapter(BaseAdapter):
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
-        """Outputs and tapped activations (float32, channels-last) from ONE traced forward."""
+        """Outputs and tapped activations (float32, channels-last) from ONE traced forward.
+
+        Besides layer names, ``taps`` may hold :data:`~innersight.core.LOGITS` (the scores
+        ``Logit`` objectives read, see ``logits``) and :func:`~innersight.core.input_tap` names
+        (what a layer receives as its first positional argument in the functional graph).
+        """
         with self._lock:
             graph = self._sync()
             x = self.check_input(x)
             names = self.check_taps(taps)
             key = ("forward", tuple(sorted(names)))
             order = key[1]
-            tensors = [graph.tensor(n) for n in order] + [graph.output]
-            fn = self._cache.get(
-                key, lambda: compiled.make_forward(graph.input, tensors, self._spec)
-            )
-            outs = fn(x)
+            tensors = [self._tap_tensor(n) for n in order] + [graph.output]
+            dense: dict[int, Any] = {}
+            if LOGITS in order:
+                self._check_logits()
+                if self._plan.dense is not None:
+                    dense[order.index(LOGITS)] = self._plan.dense
+            with model_call(self.name):
+                fn = self._cache.get(
+                    key, lambda: compiled.make_forward(graph.input, tensors, self._spec, dense)
+                )
+                outs = fn(x)
         acts = {n: outs[order.index(n)].numpy() for n in names}
         return ForwardResult(outputs=outs[-1].numpy(), activations=acts)
+
+    def check_taps(self, taps: Iterable[str]) -> tuple[str, ...]:
+        """Layer names, LOGITS and input taps, validated, unique, in request order."""
+        if isinstance(taps, str):
+            taps = (taps,)
+        taps = tuple(dict.fromkeys(taps))
+        for name in taps:
+            if name != LOGITS:
+                self.layer_info(is_input_tap(name) or name)
+        return taps
+
+    def _tap_tensor(self, name: str) -> Any:
+        if name == LOGITS:
+            return self._plan.tensor  # the Dense pre-activation is applied in the trace
+        layer = is_input_tap(name)
+        return self._graph.tensor(name) if layer is None else self._graph.input_tensor(layer)
 
     # -- gradients -----------------------------------------------------------------------------
     def value_and_grad(
@@ -197,7 +238,8 @@ class KerasAdapter(BaseAdapter):
         with self._lock:
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=None)
             self._check_float_input()
-            values, grads = self._grad_fn(req, key)(x, idx, crop)
+            with model_call(self.name):
+                values, grads = self._grad_fn(req, key)(x, idx, crop)
         return values.numpy(), grads.numpy()
 
     def layer_value_and_grad(
@@ -212,13 +254,15 @@ class KerasAdapter(BaseAdapter):
             self.layer_info(layer)
             wrt = self._sync().tensor(layer)
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=wrt)
-            values, acts, grads = self._grad_fn(req, (*key, layer))(x, idx, crop)
+            with model_call(self.name):
+                values, acts, grads = self._grad_fn(req, (*key, layer))(x, idx, crop)
         return values.numpy(), acts.numpy(), grads.numpy()
 
     def _grad_fn(self, req: compiled.GradRequest, key: tuple[Any, ...]) -> Any:
         fn = self._cache.get(key, lambda: compiled.make_grad(self._graph.input, req, self._spec))
         if req.kind == "logit":
             self._check_logits()
+        self.last_relu_report = fn.relu_report
         return fn
 
     def _request(self, x: Any, objective: Any, relu: str, wrt: Any) -> tuple[Any, ...]:
@@ -240,7 +284,7 @@ class KerasAdapter(BaseAdapter):
     ) -> tuple[Any, ...]:
         plan = self._plan
         idx = per_sample(objective.index, x.shape[0], what="target")
-        check_range(idx, _size(self._shape_of(plan.tensor, x)), "target")
+        self._check_targets(idx, x)
         report = self._hidden_probabilities if plan.check_output else None
         req = compiled.GradRequest("logit", plan.tensor, plan.dense, wrt, relu, report)
         return idx, np.int32(0), req, ("grad", "logit", None, relu)
@@ -260,6 +304,20 @@ class KerasAdapter(BaseAdapter):
         kind = type(objective).__name__.lower()
         req = compiled.GradRequest(kind, target, None, wrt, relu)
         return idx, crop, req, ("grad", kind, objective.layer, relu)
+
+    def _check_targets(self, idx: np.ndarray, x: np.ndarray) -> None:
+        """Targets within the score count, checked before anything is traced or run: a
+        Dense(softmax) head scores ``units`` classes, whatever the size of its input."""
+        plan = self._plan
+        count = int(plan.dense.units) if plan.dense is not None else None
+        if count is None:
+            count = _size(self._shape_of(plan.tensor, x))
+        bad = idx[(idx < 0) | (idx >= count)]
+        if bad.size:
+            raise ObjectiveError(
+                f"target {int(bad[0])} is out of range: valid values are 0..{count - 1} "
+                f"(Keras model {self.name!r} has {count} outputs)"
+            )
 
     def _check_float_input(self) -> None:
         dtype = str(self._graph.input.dtype)
@@ -289,8 +347,10 @@ class KerasAdapter(BaseAdapter):
         if None not in shape:
             return tuple(int(d) for d in shape)
         key = ("shape", id(tensor))
-        probe = self._cache.get(key, lambda: compiled.shape_probe(self._graph.input, tensor))
-        return tuple(int(d) for d in probe((1, *x.shape[1:]))[1:])
+        with model_call(self.name):
+            probe = self._cache.get(key, lambda: compiled.shape_probe(self._graph.input, tensor))
+            shape = probe((1, *x.shape[1:]))
+        return tuple(int(d) for d in shape[1:])
 
 
 def _size(shape: Sequence[int]) -> int:

@@ -21,13 +21,14 @@ is made, before it enters the cache, so a failed trace leaves nothing behind.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from innersight.backends.keras.activations import plain_activations
 from innersight.backends.keras.relu import check_model_relus, relu_override
 
 __all__ = [
@@ -95,6 +96,7 @@ class Traced:
 
     function: Any
     concrete: Any
+    relu_report: dict[str, Any] | None = None  # guided/deconv gradient functions only
 
     @classmethod
     def of(cls, function: Any) -> Traced:
@@ -113,13 +115,22 @@ def _float32(t: Any) -> Any:
     return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
 
 
-def make_forward(inp: Any, tensors: Sequence[Any], spec: tf.TensorSpec) -> Any:
-    """A traced ``x -> [tensor values...]`` (float32) through ONE pass of a sub-model."""
+def make_forward(
+    inp: Any, tensors: Sequence[Any], spec: tf.TensorSpec, dense: Mapping[int, Any] | None = None
+) -> Any:
+    """A traced ``x -> [tensor values...]`` (float32) through ONE pass of a sub-model.
+
+    ``dense`` maps positions in ``tensors`` to a Dense layer whose pre-activation is returned
+    for that tensor instead (the LOGITS tap of a Dense(softmax) head: ``tensor @ W + b``).
+    """
     sub = keras.Model(inp, list(tensors))
+    heads = dict(dense or {})
 
     @tf.function(input_signature=[spec], autograph=False)
     def forward(x: Any) -> list[Any]:
-        return [_float32(t) for t in tf.nest.flatten(sub(x, training=False))]
+        outs = tf.nest.flatten(sub(x, training=False))
+        outs = [_dense_preactivation(heads[i], t) if i in heads else t for i, t in enumerate(outs)]
+        return [_float32(t) for t in outs]
 
     return Traced.of(forward)
 
@@ -186,10 +197,11 @@ def make_grad(inp: Any, req: GradRequest, spec: tf.TensorSpec) -> Any:
     outputs = [req.target] if req.wrt is None else [req.wrt, req.target]
     sub = keras.Model(inp, outputs)
     check_model_relus(sub, req.relu)
+    counts: dict[str, int] = {}
 
     @tf.function(input_signature=[spec, _INDEX_SPEC, _CROP_SPEC], autograph=False)
     def grad(x: Any, idx: Any, crop: Any) -> tuple[Any, ...]:
-        with relu_override(req.relu):
+        with relu_override(req.relu, counts):
             outs = tf.nest.flatten(sub(x, training=False))
             target = outs[-1]
             if req.dense is not None:
@@ -203,4 +215,8 @@ def make_grad(inp: Any, req: GradRequest, spec: tf.TensorSpec) -> Any:
             return values, _float32(g)
         return values, _float32(outs[0]), _float32(g)
 
-    return Traced.of(grad)
+    traced = Traced.of(grad)
+    if req.relu == "plain":
+        return traced
+    report = {"overridden": counts.get("overridden", 0), "not_overridden": plain_activations(sub)}
+    return Traced(traced.function, traced.concrete, report)

@@ -34,6 +34,7 @@ class ModelGraph:
     tensors: dict[str, Any] = field(default_factory=dict)  # layer name -> output KerasTensor
     shapes: dict[str, tuple[int | None, ...]] = field(default_factory=dict)  # without batch
     problems: dict[str, str] = field(default_factory=dict)  # layer name -> why it can't be tapped
+    inputs: dict[str, Any] = field(default_factory=dict)  # layer name -> first positional input
 
     def tensor(self, name: str) -> Any:
         """The output KerasTensor of top-level layer ``name`` (validated by the caller)."""
@@ -43,6 +44,18 @@ class ModelGraph:
         if name not in self.tensors:  # pragma: no cover - callers validate names first
             raise LayerNotFoundError(f"layer {name!r} not found in Keras model {self.model.name!r}")
         return self.tensors[name]
+
+    def input_tensor(self, name: str) -> Any:
+        """The KerasTensor top-level layer ``name`` receives as its first positional argument."""
+        self.tensor(name)  # the same rules: a layer called more than once has no one input
+        found = self.inputs.get(name)
+        if found is None:
+            raise CapabilityError(
+                f"the input of layer {name!r} of Keras model {self.model.name!r} is not one "
+                "tensor (e.g. the list a Concatenate or Add layer takes); tap the layers that "
+                "feed it instead"
+            )
+        return found
 
 
 def _functional(model: Any) -> Any:
@@ -98,6 +111,13 @@ def _tap_problem(found: Sequence[Any]) -> str | None:
     return None
 
 
+def _first_argument(node: Any) -> Any:
+    """The node's first positional argument when it is one KerasTensor, else None."""
+    args = getattr(getattr(node, "arguments", None), "args", ())
+    first = args[0] if args else None
+    return first if isinstance(first, keras.KerasTensor) else None
+
+
 def read_graph(model: Any) -> ModelGraph:
     """Read a built Sequential/Functional model's graph; innersight errors for anything else."""
     fn = _functional(model)
@@ -110,6 +130,7 @@ def read_graph(model: Any) -> ModelGraph:
         problem = _tap_problem(found)
         if problem is None:
             graph.tensors[layer.name] = found[0].outputs[0]
+            graph.inputs[layer.name] = _first_argument(found[0])
         else:
             graph.problems[layer.name] = problem
     return graph

@@ -19,7 +19,9 @@ which the override map does not reach (e.g. ``SimpleRNN(activation="relu")``). A
 the forward ops are checked: every ``Relu`` op must carry the override. A ReLU written by hand as
 ``maximum(x, 0)`` in a Lambda layer cannot be told apart from other maxima and gets plain
 gradients; other activations (GELU, ELU, tanh, ...) keep their ordinary gradients, as in the
-papers.
+papers. That includes ``hard_sigmoid`` and ``hard_silu``/hard-swish, which TensorFlow computes
+as ``relu6(x + 3) / 6``: their inner ``Relu6`` op is recognised by that pattern and keeps its
+plain gradient (it is part of a smooth-ish gate, not a ReLU of the network).
 """
 
 from __future__ import annotations
@@ -78,11 +80,12 @@ _register()
 
 
 @contextlib.contextmanager
-def relu_override(mode: str) -> Iterator[None]:
+def relu_override(mode: str, counts: dict[str, int] | None = None) -> Iterator[None]:
     """Inside a tf.function trace: tag the ReLU ops created in the block for ``mode``.
 
     On leaving the block the ops it created are checked (see :func:`check_forward_ops`), so a
-    ReLU the override did not reach raises instead of silently giving plain gradients.
+    ReLU the override did not reach raises instead of silently giving plain gradients. With
+    ``counts`` given, ``counts["overridden"]`` is set to the number of ReLU/ReLU6 ops tagged.
     """
     if mode == "plain":
         yield
@@ -91,7 +94,34 @@ def relu_override(mode: str) -> Iterator[None]:
     start = len(graph.get_operations())
     with graph.gradient_override_map(_OVERRIDES[mode]):
         yield
-    check_forward_ops(graph, graph.get_operations()[start:], mode)
+    relus = []
+    for op in graph.get_operations()[start:]:
+        if _in_hard_sigmoid(op):
+            op._clear_attr("_gradient_op_type")  # back to TensorFlow's own Relu6 gradient
+        else:
+            relus.append(op)
+    check_forward_ops(graph, relus, mode)
+    if counts is not None:
+        counts["overridden"] = sum(op.type in _RELU_OPS for op in relus)
+
+
+def _constant(t: Any) -> float | None:
+    value = tf.get_static_value(t)
+    return float(value) if value is not None and getattr(value, "size", 1) == 1 else None
+
+
+def _in_hard_sigmoid(op: Any) -> bool:
+    """True for the ``Relu6`` of ``relu6(x + 3) / 6`` (Keras' hard_sigmoid and hard_silu)."""
+    if op.type != "Relu6":
+        return False
+    add = op.inputs[0].op
+    if add.type not in ("AddV2", "Add") or 3.0 not in [_constant(t) for t in add.inputs]:
+        return False
+    users = op.outputs[0].consumers()
+    return len(users) == 1 and (
+        (users[0].type in ("RealDiv", "Div") and _constant(users[0].inputs[1]) == 6.0)
+        or (users[0].type == "Mul" and 1 / 6 in [_constant(t) for t in users[0].inputs])
+    )
 
 
 # -- what cannot be covered -------------------------------------------------------------------

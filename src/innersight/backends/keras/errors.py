@@ -1,0 +1,101 @@
+"""A Keras model whose own call fails, reported as an innersight error naming the model.
+
+The adapter runs the user's model inside a ``tf.function`` (graph mode, as ``model.predict``
+does). Some models run eagerly but not there: a layer name TensorFlow refuses as a scope name
+(``"fc (head)"``), a layer whose ``call`` raises, an op that fails at run time. Those failures are
+the model's, not innersight's: :func:`model_call` turns them into a :class:`ModelCallError`
+whose one-line message names the model and the cause (the original exception is chained as
+``__cause__``, and ``innersight --debug`` shows its traceback). innersight's own errors pass
+through unchanged, and so do ``KeyboardInterrupt`` and running out of memory.
+
+Code that catches the original kind of error keeps working: the error raised is also an instance
+of the built-in exception class the original derives from (a ``ValueError`` raised by a layer
+gives a ``ModelCallError`` that is a ``ValueError`` too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from innersight.core.errors import InnersightError
+
+__all__ = ["ModelCallError", "model_call"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SCOPE = re.compile(r"'([^']*)' is not a valid scope name")
+
+
+class ModelCallError(InnersightError):
+    """The user's model raised when innersight ran it; ``__cause__`` holds the original error."""
+
+
+_KINDS: dict[type, type] = {}
+
+
+def _builtin_base(kind: type) -> type | None:
+    for base in kind.__mro__:
+        if base.__module__ == "builtins" and base not in (Exception, BaseException, object):
+            return base
+    return None
+
+
+def _error(kind: type, message: str) -> ModelCallError:
+    """A ModelCallError that is also an instance of ``kind``'s built-in exception class."""
+    base = _builtin_base(kind)
+    if base is not None and base not in _KINDS:
+        try:
+            mixed = type("ModelCallError", (ModelCallError, base), {"__module__": __name__})
+            mixed.__str__ = lambda self: str(self.args[0]) if self.args else ""  # type: ignore[method-assign]
+            mixed(message)  # some built-ins (UnicodeError, ...) need other arguments
+            _KINDS[base] = mixed
+        except TypeError:
+            _KINDS[base] = ModelCallError
+    error: ModelCallError = _KINDS.get(base, ModelCallError)(message)  # type: ignore[arg-type]
+    return error
+
+
+def _cause(err: BaseException) -> str:
+    """The essential line(s) of an error, without Keras' call banner or TF's node traceback."""
+    text = _ANSI.sub("", getattr(err, "message", None) or str(err))
+    text = text.split("Arguments received by", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception encountered when calling")]
+    if isinstance(err, tf.errors.OpError):
+        # graph execution errors: "Detected at node ... defined at", a traceback, then the cause
+        lines = [ln for ln in lines if not ln.startswith(("File ", "Graph execution error"))]
+        lines = [re.sub(r"\s*\[\[\{\{node .*", "", ln) for ln in lines[-2:]]
+    return " ".join(ln for ln in lines if ln) or type(err).__name__
+
+
+def _advice(cause: str) -> str:
+    scope = _SCOPE.search(cause)
+    if scope is not None:
+        return (
+            f"TensorFlow refuses the layer name {scope.group(1)!r} in graph mode: give that layer "
+            "a name of letters, digits and _ . - / only where the model is built (the model "
+            "fails in model.predict too)"
+        )
+    return (
+        "innersight runs the model in graph mode (tf.function), as model.predict does: check "
+        "that model.predict(x) works on the same inputs"
+    )
+
+
+@contextlib.contextmanager
+def model_call(model_name: str) -> Iterator[None]:
+    """Re-raise failures of the model's own call as :class:`ModelCallError`."""
+    try:
+        yield
+    except (InnersightError, tf.errors.ResourceExhaustedError, MemoryError):
+        raise
+    except Exception as err:
+        cause = _cause(err)
+        raise _error(
+            type(err),
+            f"Keras model {model_name!r} failed when innersight ran it: {type(err).__name__}: "
+            f"{cause}. {_advice(cause)}",
+        ) from err
