@@ -126,8 +126,10 @@ def test_shapes_of_channels_last_layers(x):
         "blocks.0.mlp.fc2": (8, 6, 16),
         "blocks.0.mlp.drop2": (8, 6, 16),
         "blocks.0.drop_path": (8, 6, 16),  # made by a permute: the shape decides
+        "blocks.0": (8, 6, 16),  # the residual add: a new tensor, listed by its container
         "head": (5,),
     }
+    assert [i.name for i in adapter.layers()][-2:] == ["blocks.0", "head"]
     assert adapter.layer_info("blocks.0").output_shape == (8, 6, 16)
     assert adapter.layer_info("blocks.0.mlp").output_shape == (8, 6, 16)
 

@@ -554,3 +554,37 @@ def test_layer_skipped_by_data_dependent_control_flow(images):
     ):
         adapter.forward(images - 1.0, taps=["conv", "extra"])
     assert adapter.forward(images - 1.0, taps=["conv"]).activations["conv"].shape == (4, 10, 10, 2)
+
+
+class _AddBlock(torch.nn.Module):
+    """A residual block ending in a functional add (ConvNeXt/ViT style): no child returns it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+def test_a_container_whose_output_is_a_new_tensor_is_listed_with_its_aliases():
+    torch.manual_seed(0)
+    stage = torch.nn.Sequential(_AddBlock(), _AddBlock())
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1), stage, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )  # fmt: skip
+    adapter = TorchAdapter(net)
+    x = np.random.default_rng(0).random((2, 6, 6, 3), dtype=np.float32)
+    adapter.forward(x)
+    infos = {i.name: i for i in adapter.layers()}
+    names = [i.name for i in adapter.layers()]
+    assert names == ["0", "1.0.conv", "1.0", "1.1.conv", "1.1", "2", "3", "4"]
+    assert infos["1.1"].aliases == ("1",) and infos["1.0"].aliases == ()
+    assert infos["1.1"].output_shape == (6, 6, 4)
+    with torch.no_grad():
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        want = stage(net[0](t)).permute(0, 2, 3, 1).numpy()
+    got = adapter.forward(x, taps=["1.1", "1"]).activations
+    np.testing.assert_allclose(got["1.1"], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got["1"], got["1.1"])

@@ -3,7 +3,9 @@
 Before any pass, ``layers()`` lists every leaf module in definition order with unknown shapes.
 Once a pass has run (:mod:`.probe`), it lists only the leaves that ran, in the order their LAST
 call completed (execution order), each with its channels-last output shape and its aliases:
-the containers that return that very output tensor, innermost first. Modules that never run
+the containers that return that very output tensor, innermost first. Containers whose output
+is a new tensor made by a functional op after their last child (a residual block's add) are
+listed too, at their completion: they are the only names of that tensor. Modules that never run
 (timm's ``drop_path`` placeholders, Dropouts a forward() skips) are left out, and tapping one
 is an error that says so. TorchScript submodules take no hooks: they are listed after the
 others, in definition order, with unknown shapes.
@@ -36,7 +38,9 @@ def listed(model: nn.Module, probe: Probe | None) -> list[tuple[str, nn.Module]]
     leaves = [(n, m) for n, m in model.named_modules() if n and is_leaf(m)]
     if probe is None:
         return leaves
-    ran = sorted((nm for nm in leaves if probe.ran(nm[1])), key=lambda nm: probe.order_of(nm[1]))
+    fresh = [(n, m) for n, m in model.named_modules() if n and id(m) in probe.fresh]
+    ran = [nm for nm in leaves if probe.ran(nm[1])] + fresh
+    ran.sort(key=lambda nm: probe.order_of(nm[1]))
     return ran + [nm for nm in leaves if _scripted(nm[1]) and not probe.ran(nm[1])]
 
 

@@ -16,6 +16,10 @@ recorded, the pass runs to the end and the last call seen counts).
 Tensor identity: every module output (and the model input) is remembered by a weak reference,
 so the recorders know which module produced the tensor a module reads (its *source*) and which
 containers return a leaf's output object unchanged (the leaf's *aliases*, innermost first).
+A container that returns a NEW tensor, made by a functional op after its last child (a
+ConvNeXt or ViT block's residual add, a squeeze-excite product), owns that tensor like a leaf:
+it is listed by ``layers()`` (in :attr:`Probe.fresh`) and the containers handing its output on
+are its aliases.
 Only weak references are kept: the probe holds no activation alive. :mod:`.detect` turns these
 records into a layout per module.
 """
@@ -60,6 +64,7 @@ class Probe:
     input_shape: tuple[int, ...]
     records: dict[int, Record] = field(default_factory=dict)
     aliases: dict[int, list[int]] = field(default_factory=dict)
+    fresh: set[int] = field(default_factory=set)  # containers whose output no child returned
     layouts: Layouts | None = None  # resolved after the pass, by :func:`.detect.resolve`
 
     def ran(self, module: nn.Module) -> bool:
@@ -134,13 +139,19 @@ class _Recorder:
         old = self.alias_of.pop(key, None)
         if old is not None and key in aliases.get(old, []):
             aliases[old].remove(key)
-        leaf = self.made_by.get(out)
-        while leaf is not None and leaf not in self.leaves:
+        self.probe.fresh.discard(key)
+        leaf = source = self.made_by.get(out)
+        while leaf is not None and leaf not in self.leaves and leaf not in self.probe.fresh:
             leaf = self.alias_of.get(leaf)  # an inner container that returned a leaf's output
         ref = self.leaf_out.get(leaf) if leaf is not None else None
         if leaf is not None and ref is not None and ref() is out:
             aliases[leaf].append(key)
             self.alias_of[key] = leaf
+        elif isinstance(out, torch.Tensor) and source != INPUT:
+            # A new tensor made after the last child (e.g. a residual add): owned like a leaf.
+            self.probe.fresh.add(key)
+            aliases[key] = []
+            self.leaf_out[key] = weakref.ref(out)
 
 
 def _shape(t: Any) -> tuple[int, ...] | None:
