@@ -87,9 +87,11 @@ def test_fixed_grid_is_less_complete_than_adaptive(ref, images):
 
 def test_budget_too_small_is_reported(ref, images):
     with pytest.warns(
-        RuntimeWarning,
-        match=r"integrated_gradients: [1-4] of 4 samples missed tolerance=0\.01 within max_steps=52 "
-        r"points; raise max_steps",
+        ins.InnersightWarning,
+        match=r"integrated_gradients: [1-4] of 4 samples missed tolerance=0\.01 within "
+        r"max_steps=52 points \(sample \d: the quadrature misses .* of the score difference, see "
+        r"meta\['completeness'\]\); the integrand is steepest at "
+        r"alpha in \[.*\] \(meta\['steep_interval'\]\); raise max_steps, or use another baseline",
     ):
         ex = ins.explain("integrated_gradients", ref, images, max_steps=52)
     assert max(ex.meta["points"]) == 52 and not all(ex.meta["converged"])
@@ -239,7 +241,7 @@ def test_progress_false_is_silent_and_callback_counts_every_pass(capfd, ref, ima
         ),
         (
             {"baseline": "zeros"},
-            r"baseline='zeros' is unknown; pass a number \(e\.g\. 0\.0\), 'mean'",
+            r"baseline='zeros' is unknown; pass a number \(e\.g\. 0\.0\), 'mean' .*'blur'",
         ),
         ({"baseline": np.full((12, 12, 3), np.nan)}, r"baseline contains NaN or Inf values"),
         ({"baseline": {"a": 1}}, r"baseline must be a number, 'mean' or an array .* got dict"),
@@ -247,7 +249,13 @@ def test_progress_false_is_silent_and_callback_counts_every_pass(capfd, ref, ima
         ({"max_steps": 10}, r"max_steps must be an int >= 50, got 10"),
         (
             {"method": "gauss_legendre", "tolerance": 0.05},
-            r"tolerance and max_steps apply to method='adaptive' only, got method='gauss_legendre'",
+            r"tolerance, max_steps and max_rounds apply to method='adaptive' only, got "
+            r"method='gauss_legendre'",
+        ),
+        ({"max_rounds": -1}, r"max_rounds must be an int >= 0, got -1"),
+        (
+            {"method": "riemann_midpoint", "max_rounds": 5},
+            r"max_rounds apply to method='adaptive' only",
         ),
         (
             {"reduce_channels": "max"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,9 +131,17 @@ class Explanation:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path, **options: Any) -> Path:
-        """Write ``.png`` (rendered), ``.npz`` (raw values + JSON metadata) or ``.json``."""
+        """Write ``.png`` (rendered), ``.npz`` (raw values + JSON metadata) or ``.json``.
+
+        A ``.png`` name containing ``{layer}`` (e.g. ``"grids/act_{layer}.png"``) writes one
+        picture per entry of a mapping-valued explanation (an activation grid: one per layer),
+        ``{layer}`` replaced by the entry's name (characters other than letters, digits,
+        ``.``, ``-`` and ``_`` become ``_``); it returns the folder they are in.
+        """
         path = Path(path)
         suffix = path.suffix.lower()
+        if "{layer}" in path.name:
+            return self._save_per_layer(path, **options)
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".png":
             from innersight.core.render import png_bytes
@@ -153,6 +162,22 @@ class Explanation:
         else:
             raise InputError(f"cannot save {path.name!r}: use a .png, .npz or .json file name")
         return path
+
+    def _save_per_layer(self, path: Path, **options: Any) -> Path:
+        if not isinstance(self.values, Mapping) or path.suffix.lower() != ".png":
+            raise InputError(
+                f"cannot save {path.name!r}: a '{{layer}}' file name writes one .png per layer "
+                "of a mapping-valued explanation (an activation grid); this one is "
+                f"{self.kind!r}, so use a plain .png, .npz or .json name"
+            )
+        from innersight.core.render import png_bytes
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for key in self.values:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(key))
+            target = path.with_name(path.name.replace("{layer}", safe))
+            target.write_bytes(png_bytes(self.to_image(layers=[key], **options)))
+        return path.parent
 
     @classmethod
     def load(cls, path: str | Path) -> Explanation:

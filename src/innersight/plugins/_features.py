@@ -20,11 +20,22 @@ from innersight.core import (
     ProgressArg,
     bytes_per_sample,
     check_input_array,
+    input_tap,
     is_dataset,
+    is_input_tap,
 )
 from innersight.core.errors import did_you_mean, summarize_names
+from innersight.plugins._layers import ensure_shapes
 
-__all__ = ["Features", "as_array", "as_labels", "default_layer", "is_dataset", "layer_features"]
+__all__ = [
+    "Features",
+    "as_array",
+    "as_labels",
+    "default_layer",
+    "final_dense",
+    "is_dataset",
+    "layer_features",
+]
 
 
 @dataclass(frozen=True)
@@ -57,29 +68,58 @@ def as_labels(labels: Any, n: int, what: str = "labels") -> np.ndarray:
     return arr
 
 
-def default_layer(
-    infos: Sequence[Any], shapes: Mapping[str, tuple[int | None, ...]]
-) -> tuple[str, str]:
-    """The output of the layer before the final dense layer, and the rule in words."""
-    names = [info.name for info in infos]
-    for i in reversed(range(len(infos))):
+def final_dense(infos: Sequence[Any], shapes: Mapping[str, tuple[int | None, ...]]) -> int:
+    """Position of the final dense layer: the last layer after the first with a 1-D output
+    and parameters (so a trailing Softmax, ReLU or Dropout is skipped)."""
+    for i in reversed(range(1, len(infos))):
         info = infos[i]
         if len(shapes.get(info.name, ())) == 1 and info.num_params > 0:
-            if i == 0:
-                break
-            return names[i - 1], (
-                f"default: the input of the final dense layer {info.name!r} "
-                "(the last layer with a 1-D output and parameters)"
-            )
+            return i
+    names = [info.name for info in infos]
     raise InputError(
         "cannot pick a default layer: no layer after the first has a 1-D output and "
         f"parameters (a final dense layer); pass layer= one of: {summarize_names(names)}"
     )
 
 
+def default_layer(
+    model: ModelAdapter,
+    infos: Sequence[Any],
+    shapes: Mapping[str, tuple[int | None, ...]],
+    sample: np.ndarray,
+) -> tuple[str, str]:
+    """What the final dense layer receives (its :func:`input_tap`), named by the layer that
+    outputs it when one does; the rule in words. Adapters without input taps: the output of
+    the layer listed before it, and the rule says so."""
+    i = final_dense(infos, shapes)
+    dense, prev = infos[i].name, infos[i - 1].name
+    what = (
+        f"the input of the final dense layer {dense!r} (the last layer with a 1-D output and "
+        "parameters)"
+    )
+    tap = input_tap(dense)
+    try:
+        acts = model.forward(sample, taps=[tap, prev]).activations
+    except LayerNotFoundError:
+        return prev, (
+            f"default: the output of {prev!r}, the layer listed before the final dense layer "
+            f"{dense!r}; this {model.backend} adapter does not serve input taps, so any "
+            f"functional operations between the two (activation, pooling, flatten) are not "
+            "applied: pass layer= to choose"
+        )
+    got, before = np.asarray(acts[tap]), np.asarray(acts[prev])
+    if got.shape == before.shape and np.array_equal(got, before):
+        return prev, f"default: {what}, which is the output of {prev!r}"
+    return tap, (
+        f"default: {what}, tapped as {tap!r}: no layer outputs it (functional operations "
+        f"after {prev!r} make it, e.g. an activation, pooling or flatten)"
+    )
+
+
 def _check_layer(model: ModelAdapter, layer: Any, names: list[str]) -> None:
     if not isinstance(layer, str):
         raise InputError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
+    layer = is_input_tap(layer) or layer
     if layer in names:
         return
     lookup = getattr(model, "layer_info", None)
@@ -96,19 +136,23 @@ def _resolve(
     model: ModelAdapter, layer: str | None, sample: np.ndarray
 ) -> tuple[str, str, tuple[int, ...], int]:
     """Layer name, how it was chosen, its output shape, and the bytes one sample's forward needs."""
-    infos = list(model.layers())
+    infos = ensure_shapes(model, sample)  # torch learns which layers run, and their shapes
     names = [info.name for info in infos]
     if layer is not None:
         _check_layer(model, layer, names)
     shapes = {info.name: tuple(info.output_shape) for info in infos}
-    if layer not in shapes or any(not s or None in s for s in shapes.values()):
-        # Unknown shapes (torch before its first pass): one tapped forward of one sample.
-        taps = list(dict.fromkeys([*names, *([layer] if layer else [])]))
-        acts = model.forward(sample, taps=taps).activations
-        shapes = {k: tuple(np.shape(v)[1:]) for k, v in acts.items()}
-    name, rule = (layer, "given") if layer is not None else default_layer(infos, shapes)
+    flexible = [name for name, shape in shapes.items() if None in shape]
+    if flexible:  # sizes that depend on the input (a Keras model with a flexible input)
+        acts = model.forward(sample, taps=flexible).activations
+        shapes.update({k: tuple(np.shape(v)[1:]) for k, v in acts.items()})
+    if layer is None:
+        layer, rule = default_layer(model, infos, shapes, sample)
+    else:
+        rule = "given"
+    if layer not in shapes:  # a container, an alias or an input tap
+        shapes[layer] = tuple(np.shape(model.forward(sample, taps=[layer]).activations[layer])[1:])
     per_sample = bytes_per_sample(sample.shape[1:], list(shapes.values()))
-    return name, rule, tuple(int(d or 0) for d in shapes[name]), per_sample
+    return layer, rule, tuple(int(d or 0) for d in shapes[layer]), per_sample
 
 
 def _tap(

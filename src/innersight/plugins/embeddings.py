@@ -7,13 +7,16 @@ channels-last order (identical on every backend), not global-average-pooled: poo
 discard where a feature fires, which is often what separates classes in early layers. To
 embed pooled features, tap a pooling layer.
 
-Default layer: the input of the final dense layer, i.e. the penultimate features. The final
-dense layer is the last layer, in ``layers()`` order, whose output is 1-D and which owns
-parameters (so a trailing Softmax, ReLU or Dropout is skipped); the features are the output of
-the layer just before it (torch: the ``ReLU`` after ``fc1``; Keras: ``fc1`` with its fused
-ReLU). ``meta["layer"]`` names the layer used and ``meta["layer_rule"]`` says why. A torch
-model's ``layers()`` follow the order its modules were defined in: when a model defines its
-head before its body, pass ``layer=``.
+Default layer: the input of the final dense layer, i.e. the penultimate features, exactly as
+that layer receives them. The final dense layer is the last layer, in ``layers()`` order (the
+order of execution), whose output is 1-D and which owns parameters (so a trailing Softmax, ReLU
+or Dropout is skipped). Its input is read with the adapter's :func:`~innersight.core.input_tap`:
+when the layer before it outputs that very tensor, the features are named after that layer
+(torch: the ``ReLU`` after ``fc1``; Keras: ``fc1`` with its fused ReLU); when functional
+operations make it (``F.relu``, pooling and ``flatten`` in ``forward()``), they are named by the
+tap, e.g. ``"fc@input"``, which ``layer=`` accepts too. Adapters that do not serve input taps
+get the output of the layer listed before the final dense layer, and ``meta["layer_rule"]``
+says so. ``meta["layer"]`` names what was used and ``meta["layer_rule"]`` why.
 
 Inputs are an array (N, H, W, C) or a data set: any iterable that is not an array, list or
 tuple, yielding channels-last numpy batches ``x`` or ``(x, y)`` pairs (Keras'
@@ -75,7 +78,8 @@ class Embeddings(Technique):
         thumbnails: bool = False,
     ) -> Explanation:
         """Args:
-        layer: layer whose output is embedded; None: the input of the final dense layer.
+        layer: layer whose output is embedded (or an input tap, "fc@input"); None: the input
+            of the final dense layer.
         method: "pca" (scikit-learn) or "tsne" (openTSNE; scikit-learn's TSNE without it).
         labels: one label per sample (colours, legend and meta["knn_accuracy"]); overrides the
             y of a data set of (x, y) batches.

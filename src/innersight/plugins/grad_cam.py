@@ -8,6 +8,17 @@ lives at the layer's resolution; ``values`` is it upsampled to the input's (H, W
 
 The layer-resolution maps stay in ``meta["cam"]`` and the channel weights in
 ``meta["weights"]`` (nested lists: they travel through ``save``/``load`` as JSON).
+
+Default layer (``meta["layer_rule"]`` says which rule chose it): the last spatial tensor with
+H, W > 1 in execution order, pass-through layers (Identity, Dropout) left out. That is the
+tensor the classifier reads, after its normalisation, activation and skip-add (torch ResNet
+``layer4``, named by the outermost alias of its last ReLU; Keras ResNet50 ``conv5_block3_out``,
+MobileNetV2 ``out_relu``), and never a 1x1 convolution run after global pooling. Token models
+(token layers (T, D) after the last map, T a square or a square plus a class token): the last
+token layer of the final token shape whose patch tokens receive gradient; with a class-token
+head that is the last block's first norm (the final norm and the per-token layers after the
+last attention feed the head through the class token only). ``reshape`` lays tokens out as a
+grid (see :mod:`._tokens`).
 """
 
 from __future__ import annotations
@@ -19,24 +30,36 @@ import numpy as np
 from innersight.core import (
     Explanation,
     InputError,
+    LayerInfo,
     ModelAdapter,
     Technique,
     hookimpl,
     objectives,
     resolve_target,
 )
-
-ACTIVATIONS = frozenset({"ReLU", "Activation", "LeakyReLU", "ELU", "GELU", "SiLU", "ReLU6"})
+from innersight.plugins._layers import (
+    Choice,
+    describe,
+    display_name,
+    ensure_shapes,
+    is_map,
+    is_padding,
+    is_pass_through,
+    size_text,
+)
+from innersight.plugins._tokens import (
+    ReshapeArg,
+    as_grid,
+    check_reshape,
+    refuse_odd_tokens,
+    token_candidates,
+    token_choice,
+)
 
 
 def spatial_infos(model: ModelAdapter, inputs: np.ndarray) -> list[Any]:
     """The layers with an (H, W, C) output, in execution order."""
-    infos = list(model.layers())
-    if infos and all(info.output_shape == () for info in infos):
-        # Some backends learn output shapes only on a first pass (torch without input_shape).
-        model.forward(inputs[:1])
-        infos = list(model.layers())
-    return [info for info in infos if info.is_spatial]
+    return [info for info in ensure_shapes(model, inputs[:1]) if info.is_spatial]
 
 
 def spatial_layers(model: ModelAdapter, inputs: np.ndarray) -> list[str]:
@@ -44,16 +67,96 @@ def spatial_layers(model: ModelAdapter, inputs: np.ndarray) -> list[str]:
     return [info.name for info in spatial_infos(model, inputs)]
 
 
-def default_layer(infos: list[Any]) -> str:
-    """The last convolution's output, after its activation when that is a separate layer (as
-    in the paper: the last conv layer, not a later pooling); else the last spatial layer."""
-    convs = [i for i, info in enumerate(infos) if "conv" in info.kind.lower()]
-    if not convs:
-        return str(infos[-1].name)
-    i = convs[-1]
-    if i + 1 < len(infos) and infos[i + 1].kind in ACTIVATIONS:
-        i += 1
-    return str(infos[i].name)
+def default_layer(
+    model: ModelAdapter, inputs: np.ndarray, targets: np.ndarray, reshape: ReshapeArg = None
+) -> Choice:
+    """The features the classifier reads: on a token model (token layers after the last map)
+    the last token layer whose patch tokens receive gradient; else the last spatial tensor
+    before the last global pooling, or without one the last with H, W > 1."""
+    infos = ensure_shapes(model, inputs[:1])
+    real = [i for i, info in enumerate(infos) if info.is_spatial and _worth(info)]
+    if reshape is not False:
+        after = infos[real[-1] + 1 if real else 0 :]
+        tokens = token_candidates(after, reshape)
+        choice = token_choice(model, inputs, targets, tokens, reshape) if tokens else None
+        if choice is not None:
+            return choice
+        if not tokens:
+            refuse_odd_tokens(after, reshape, [infos[i].name for i in real])
+    return _spatial_default(model, infos, inputs[:1])
+
+
+def _spatial_default(model: ModelAdapter, infos: list[LayerInfo], probe: np.ndarray) -> Choice:
+    # Pass-through layers count here: timm's norm_pre (an Identity) is the only layer whose
+    # output is ConvNeXt's last stage after its residual add (a functional op).
+    spatial = [i for i, info in enumerate(infos) if info.is_spatial and not is_padding(info.kind)]
+    pool = _global_pool(infos)
+    before = [i for i in spatial if pool is not None and i < pool]
+    maps = [i for i in spatial if is_map(infos[i])]
+    if pool is not None and before:
+        pick, why = (
+            before[-1],
+            f"the last spatial tensor before the global pooling {infos[pool].name!r}",
+        )
+    elif maps:
+        pick, why = (
+            maps[-1],
+            "the last spatial tensor with H, W > 1 (no global pooling layer found)",
+        )
+    elif spatial:
+        pick, why = spatial[-1], "the last spatial tensor"
+    else:
+        raise InputError(
+            f"{model.backend} model {model.name} has no layer with a spatial (H, W, C) output or "
+            "square token grid; Grad-CAM needs a convolutional layer (or tokens with reshape=)"
+        )
+    return _spatial_choice(model, infos[_producer(model, infos, pick, probe)], why)
+
+
+def _producer(model: ModelAdapter, infos: list[LayerInfo], i: int, probe: np.ndarray) -> int:
+    """Step back from a pass-through layer (Identity, Dropout) to the layer before it while
+    that one outputs the very same numbers, so the map is named after a real layer."""
+    while i > 0 and is_pass_through(infos[i].kind):
+        prev = infos[i - 1]
+        if tuple(prev.output_shape) != tuple(infos[i].output_shape):
+            break
+        acts = model.forward(probe, taps=[infos[i].name, prev.name]).activations
+        if not np.array_equal(acts[infos[i].name], acts[prev.name]):
+            break
+        i -= 1
+    return i
+
+
+def _worth(info: LayerInfo) -> bool:
+    """Not a layer that repeats its input (Identity, Dropout) or pads it."""
+    return not is_pass_through(info.kind) and not is_padding(info.kind)
+
+
+def _global_pool(infos: list[LayerInfo]) -> int | None:
+    """Position of the last pooling layer whose output is a vector or 1x1: where the
+    classifier head begins (layers after it, e.g. timm MobileNetV3's conv_head, are 1x1)."""
+    for i in reversed(range(len(infos))):
+        shape = tuple(infos[i].output_shape)
+        if "pool" in infos[i].kind.lower() and (len(shape) == 1 or shape[:2] == (1, 1)):
+            return i
+    return None
+
+
+def _spatial_choice(model: ModelAdapter, info: LayerInfo, why: str) -> Choice:
+    name = display_name(model, info)
+    size = size_text(info)
+    note = (
+        " (1x1 at this input size, so the map cannot localise: pass a larger input or "
+        "layer= an earlier layer)"
+        if size == "1x1"
+        else ""
+    )
+    return Choice(
+        info.name,
+        name,
+        f"default: {why}, {describe(info, name)} at {size}: the features the classifier "
+        f"reads, after their normalisation, activation and skip-add{note}",
+    )
 
 
 def resize_matrix(size_out: int, size_in: int) -> np.ndarray:
@@ -90,12 +193,19 @@ class GradCAM(Technique):
         layer: str | None = None,
         target: int | list[int] | None = None,
         relu: bool = True,
+        reshape: ReshapeArg = None,
     ) -> Explanation:
         """Args:
-        layer: a layer with a spatial (H, W, C) output; None (default) picks the last
-            convolution's output (after its activation layer, if separate).
+        layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
+            (default) picks the last spatial tensor with H, W > 1 (after its normalisation,
+            activation and skip-add), or on a token model the last token layer whose patch
+            tokens receive gradient; ``meta["layer_rule"]`` says which and why.
         target: class per sample (an int, one int per sample, or None: the predicted class).
         relu: keep only positive evidence (the paper); False gives the signed map.
+        reshape: tokens (N, T, D) to a grid (N, h, w, D): None (auto: a square number of
+            tokens, or a square plus one class token, which is dropped), True (tokens
+            required), False (a map required) or a callable applied to activations and
+            gradients.
         """
         if inputs.ndim != 4:
             raise InputError(
@@ -103,12 +213,25 @@ class GradCAM(Technique):
             )
         if not isinstance(relu, (bool, np.bool_)):
             raise InputError(f"relu must be True or False, got {relu!r}")
-        layer = self._pick_layer(model, inputs, layer)
+        check_reshape(reshape)
+        if layer is not None and not isinstance(layer, str):
+            raise InputError(
+                f"layer must be a layer name (str) or None, got {type(layer).__name__}"
+            )
         targets = resolve_target(model, inputs, target)
-        scores, acts, grads = model.layer_value_and_grad(inputs, objectives.Logit(targets), layer)
-        acts, grads = np.asarray(acts, np.float64), np.asarray(grads, np.float64)
-        if acts.ndim != 4:
-            raise self._not_spatial(model, inputs, layer, acts.shape[1:])
+        if layer is None:
+            choice = default_layer(model, inputs, targets, reshape)
+        else:
+            choice = Choice(layer, layer, "given")
+        scores, acts, grads = model.layer_value_and_grad(
+            inputs, objectives.Logit(targets), choice.tap
+        )
+        grid = as_grid(
+            np.asarray(acts, np.float64), np.asarray(grads, np.float64), reshape, choice.name
+        )
+        if grid is None:
+            raise self._not_spatial(model, inputs, choice.name, np.shape(acts)[1:])
+        acts, grads, how = grid
         weights = grads.mean(axis=(1, 2))
         cam = np.einsum("nhwc,nc->nhw", acts, weights)
         if relu:
@@ -119,30 +242,17 @@ class GradCAM(Technique):
             kind="heatmap",
             values=values,
             inputs=inputs,
-            params={"layer": layer, "target": targets.tolist(), "relu": bool(relu)},
+            params=_params(choice.name, targets, relu, reshape),
             meta={
-                "layer": layer,
+                "layer": choice.name,
+                "layer_rule": choice.rule,
+                "reshape": how,
                 "target": targets.tolist(),
                 "score": np.asarray(scores, np.float64).tolist(),
                 "cam": cam.astype(np.float32).tolist(),
                 "weights": weights.astype(np.float32).tolist(),
             },
         )
-
-    def _pick_layer(self, model: ModelAdapter, inputs: np.ndarray, layer: Any) -> str:
-        if layer is not None:
-            if not isinstance(layer, str):
-                raise InputError(
-                    f"layer must be a layer name (str) or None, got {type(layer).__name__}"
-                )
-            return layer
-        infos = spatial_infos(model, inputs)
-        if not infos:
-            raise InputError(
-                f"{model.backend} model {model.name} has no layer with a spatial (H, W, C) "
-                "output; Grad-CAM needs a convolutional layer"
-            )
-        return default_layer(infos)
 
     @staticmethod
     def _not_spatial(
@@ -154,6 +264,13 @@ class GradCAM(Technique):
             f"Spatial layers: {', '.join(names) or 'none'}"
             + (f"; leave layer=None to use the last one, {names[-1]!r}" if names else "")
         )
+
+
+def _params(layer: str, targets: np.ndarray, relu: Any, reshape: ReshapeArg) -> dict[str, Any]:
+    params = {"layer": layer, "target": targets.tolist(), "relu": bool(relu)}
+    if reshape is not None:  # the default is left out, as before the option existed
+        params["reshape"] = bool(reshape) if isinstance(reshape, (bool, np.bool_)) else "callable"
+    return params
 
 
 @hookimpl

@@ -11,7 +11,9 @@ Quadrature (``method``):
   derivative over an interval is known: it is the score difference of its ends. Intervals whose
   trapezoid estimate misses it by more than their share of ``tolerance * |score(x) - score(b)|``
   are bisected, round after round, until the misses add up to less than that (or ``max_steps``
-  points are spent; a RuntimeWarning says so). Bisecting shrinks the weights of the two old
+  points or ``max_rounds`` rounds are spent; an InnersightWarning then names the budget that
+  ran out, the alpha interval where the integrand is steepest and, when that is the baseline
+  end itself, a baseline that avoids it). Bisecting shrinks the weights of the two old
   neighbours, whose gradients are evaluated once more at the end to correct their share.
   ReLU/max-pool networks have gradients that jump along the path, so a fixed grid converges
   only like 1/steps: on the test suite's small net 1000 even steps still leave one sample in
@@ -19,6 +21,15 @@ Quadrature (``method``):
   160 points (about 300 gradients with the corrections).
 * ``"riemann_trapezoid"``, ``"riemann_midpoint"``, ``"gauss_legendre"``: fixed rules with
   ``steps`` points (Gauss-Legendre suits smooth models: tanh, GELU).
+
+A steep start: a model whose gradient is extreme at the baseline itself does not converge by
+refining. ConvNeXt at a black baseline is the case in point: its convolutions have no bias at
+initialisation, so every LayerNorm on the main path sees an exact zero vector and multiplies the
+gradient by ``1/sqrt(eps)`` (1e3 each, 1e12 for four); the trapezoid weight of the alpha=0 node
+would have to shrink below 1e-14. Such a baseline is outside what the model treats as an input:
+``baseline="blur"`` or ``"mean"`` (or a little noise) is the fix the warning gives (a higher
+``max_rounds`` converges too, on the test replica after 34 rounds, but the attributions then
+mostly measure the model's jump out of the degenerate point).
 
 Every gradient streams through :class:`~innersight.core.BatchPlanner`. Sums are accumulated in
 float64 in a fixed order, so the batch size does not change the result.
@@ -35,6 +46,7 @@ import numpy as np
 from innersight.core import (
     BatchPlanner,
     Explanation,
+    InnersightWarning,
     InputError,
     ModelAdapter,
     ProgressArg,
@@ -50,7 +62,9 @@ from innersight.core import reduce_channels as reduce_channels_of
 BaselineArg = Union[float, str, np.ndarray]
 METHODS = ("adaptive", "riemann_trapezoid", "riemann_midpoint", "gauss_legendre")
 REDUCTIONS = ("sum", "mean", None)
-DEFAULT_TOLERANCE, DEFAULT_MAX_STEPS, MAX_ROUNDS = 0.01, 1000, 30
+DEFAULT_TOLERANCE, DEFAULT_MAX_STEPS, DEFAULT_MAX_ROUNDS = 0.01, 1000, 30
+BASELINES = ("mean", "blur")
+STEEP_START = 100.0  # |slope at alpha=0| / |score difference| beyond which the baseline is blamed
 
 
 def _int_at_least(value: Any, least: int, what: str, example: str) -> int:
@@ -85,14 +99,18 @@ def fixed_rule(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_baseline(baseline: Any, inputs: np.ndarray) -> np.ndarray:
-    """The (N, ...) float32 baseline: a number, "mean" (each image's mean colour) or an array
-    shaped like one input or like the whole batch."""
+    """The (N, ...) float32 baseline: a number, "mean" (each image's mean colour), "blur" (each
+    image blurred, see :func:`gaussian_blur`) or an array shaped like one input or like the
+    whole batch."""
     if isinstance(baseline, str):
-        if baseline != "mean":
+        if baseline not in BASELINES:
             raise InputError(
                 f"baseline={baseline!r} is unknown; pass a number (e.g. 0.0), 'mean' (each "
-                "image's mean colour) or an array shaped like one input"
+                "image's mean colour), 'blur' (each image blurred) or an array shaped like one "
+                "input"
             )
+        if baseline == "blur":
+            return gaussian_blur(inputs).astype(np.float32)
         axes = tuple(range(1, inputs.ndim - 1)) or (1,)
         mean = inputs.mean(axis=axes, keepdims=True, dtype=np.float64)
         return np.broadcast_to(mean, inputs.shape).astype(np.float32)
@@ -115,6 +133,34 @@ def resolve_baseline(baseline: Any, inputs: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError("baseline contains NaN or Inf values; pass finite numbers")
     return np.array(arr, dtype=np.float32)
+
+
+def gaussian_blur(images: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Images (N, H, W, C) blurred by a Gaussian of ``sigma`` pixels (default: a tenth of the
+    larger side, at least 1), separably, with reflected borders (Sturmfels et al., 2020,
+    *Visualizing the Impact of Feature Attribution Baselines*, Distill: the "blurred" baseline).
+    """
+    if images.ndim != 4:
+        raise InputError(
+            f"baseline='blur' blurs images (N, H, W, C), got inputs of shape {images.shape}; "
+            "pass a number, 'mean' or an array"
+        )
+    sigma = float(sigma or max(1.0, max(images.shape[1:3]) / 10))
+    out = images.astype(np.float64)
+    for axis in (1, 2):
+        size = out.shape[axis]
+        radius = min(int(3 * sigma + 0.5), size - 1)
+        if radius < 1:
+            continue
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        taps /= taps.sum()
+        pad = [(0, 0)] * 4
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        out = sum(
+            w * np.take(padded, np.arange(k, k + size), axis=axis) for k, w in enumerate(taps)
+        )
+    return np.asarray(out)
 
 
 class _Path:
@@ -215,15 +261,19 @@ class _Grid:
         return self.nodes[moved], change[moved]
 
 
-def adaptive(path: _Path, steps: int, tolerance: float, max_steps: int) -> list[_Grid]:
-    """Start from ``steps`` even points, bisect where the trapezoid misses, then correct the
-    weights of the neighbours of new points (one more gradient each)."""
+def adaptive(
+    path: _Path, steps: int, tolerance: float, max_steps: int, max_rounds: int
+) -> tuple[list[_Grid], int]:
+    """Start from ``steps`` even points, bisect where the trapezoid misses (at most
+    ``max_rounds`` rounds), then correct the weights of the neighbours of new points (one more
+    gradient each). Returns the grids and the rounds used."""
     n = len(path.inputs)
     start = np.linspace(0.0, 1.0, steps)
     owner = np.repeat(np.arange(n), steps)
     f, s = path.run(owner, np.tile(start, n), np.tile(trapezoid_weights(start), n))
     grids = [_Grid(start, f[owner == i], s[owner == i]) for i in range(n)]
-    for _ in range(MAX_ROUNDS):
+    rounds = 0
+    for _ in range(max_rounds):
         todo: list[tuple[int, np.ndarray, np.ndarray]] = []
         for i, grid in enumerate(grids):
             room = max_steps - len(grid.nodes)
@@ -231,6 +281,7 @@ def adaptive(path: _Path, steps: int, tolerance: float, max_steps: int) -> list[
                 todo.append((i, *grid.refine(tolerance, room)))
         if not todo:
             break
+        rounds += 1
         owner = np.concatenate([np.full(len(mids), i) for i, mids, _ in todo])
         alpha = np.concatenate([mids for _, mids, _ in todo])
         f, s = path.run(owner, alpha, np.concatenate([w for _, _, w in todo]))
@@ -241,22 +292,66 @@ def adaptive(path: _Path, steps: int, tolerance: float, max_steps: int) -> list[
     if len(owner):
         alpha = np.concatenate([nodes for _, nodes, _ in fixes])
         path.run(owner, alpha, np.concatenate([w for _, _, w in fixes]))
-    return grids
+    return grids, rounds
+
+
+def steepest(grid: _Grid) -> tuple[float, float]:
+    """The alpha interval whose trapezoid estimate misses its exact integral the most."""
+    k = int(np.argmax(np.abs(grid.misses())))
+    return float(grid.nodes[k]), float(grid.nodes[k + 1])
+
+
+def convergence_warning(
+    grids: list[_Grid], tolerance: float, max_steps: int, max_rounds: int
+) -> str:
+    """Which budget ran out, where the integrand is steep, and what to do about it."""
+    missed = [i for i, g in enumerate(grids) if not g.converged(tolerance)]
+    worst = max(
+        missed, key=lambda i: abs(grids[i].misses()).sum() / max(grids[i].budget(1), 1e-300)
+    )
+    grid = grids[worst]
+    lo, hi = steepest(grid)
+    diff = abs(grid.f[-1] - grid.f[0])
+    error = abs(grid.misses()).sum() / max(diff, 1e-12)
+    if any(len(grids[i].nodes) >= max_steps for i in missed):
+        budget = f"within max_steps={max_steps} points"
+        more = "raise max_steps"
+    else:
+        budget = f"within max_rounds={max_rounds} refinement rounds"
+        more = "raise max_rounds"
+    head = (
+        f"integrated_gradients: {len(missed)} of {len(grids)} samples missed "
+        f"tolerance={tolerance} {budget} (sample {worst}: the quadrature misses {error:.3g} "
+        "of the score difference, see meta['completeness']); the integrand is steepest at "
+        f"alpha in [{lo:.3g}, {hi:.3g}] (meta['steep_interval'])"
+    )
+    if lo == 0.0 and abs(grid.s[0]) > STEEP_START * max(diff, 1e-12):
+        return head + (
+            f". The gradient at the baseline itself is extreme (|d score/d alpha| = "
+            f"{abs(grid.s[0]):.3g} at alpha=0 for a score change of {diff:.3g}), as when a "
+            "normalisation layer (LayerNorm, GroupNorm) sees an exactly constant input. "
+            "Refining only shrinks that one point's weight (a higher max_rounds may meet the "
+            "tolerance, but the attributions then mostly measure the jump out of that "
+            "degenerate point). Use a baseline the model treats as an ordinary input: "
+            "baseline='blur', baseline='mean', or a little noise, e.g. "
+            "baseline=np.random.default_rng(0).normal(0, 0.01, x.shape[1:])"
+        )
+    return head + f"; {more}, or use another baseline (baseline='blur' or 'mean')"
 
 
 def _check_method(
-    method: Any, steps: Any, tolerance: Any, max_steps: Any
-) -> tuple[int, float | None, int | None]:
+    method: Any, steps: Any, tolerance: Any, max_steps: Any, max_rounds: Any = None
+) -> tuple[int, float | None, int | None, int | None]:
     if method not in METHODS:
         raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}")
     steps = _int_at_least(steps, 1 if method in METHODS[2:] else 2, "steps", "steps=50")
     if method != "adaptive":
-        if tolerance is not None or max_steps is not None:
+        if tolerance is not None or max_steps is not None or max_rounds is not None:
             raise InputError(
-                f"tolerance and max_steps apply to method='adaptive' only, got method={method!r}; "
-                "drop them or use method='adaptive'"
+                "tolerance, max_steps and max_rounds apply to method='adaptive' only, got "
+                f"method={method!r}; drop them or use method='adaptive'"
             )
-        return steps, None, None
+        return steps, None, None, None
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE
     if (
@@ -270,7 +365,9 @@ def _check_method(
         )
     max_steps = max(DEFAULT_MAX_STEPS, steps) if max_steps is None else max_steps
     max_steps = _int_at_least(max_steps, steps, "max_steps", f"max_steps={max(1000, steps)}")
-    return steps, float(tolerance), max_steps
+    rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
+    rounds = _int_at_least(rounds, 0, "max_rounds", "max_rounds=60")
+    return steps, float(tolerance), max_steps, rounds
 
 
 class IntegratedGradients(Technique):
@@ -291,6 +388,7 @@ class IntegratedGradients(Technique):
         method: str = "adaptive",
         tolerance: float | None = None,
         max_steps: int | None = None,
+        max_rounds: int | None = None,
         batch_size: int | str = "auto",
         progress: ProgressArg = None,
         reduce_channels: str | None = None,
@@ -298,19 +396,24 @@ class IntegratedGradients(Technique):
         """Args:
         target: class per sample (an int, one int per sample, or None: the predicted class).
         baseline: a number (a constant image; default 0.0, black), "mean" (each image's mean
-            colour), or an array shaped like one input or like the batch.
+            colour), "blur" (each image blurred), or an array shaped like one input or like
+            the batch.
         steps: points on the path (for "adaptive": the starting grid).
         method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint" or
             "gauss_legendre" (see the module docstring).
         tolerance: "adaptive" only: completeness error allowed, relative to
             |score(x) - score(baseline)| (default 0.01).
         max_steps: "adaptive" only: most points per sample (default 1000).
+        max_rounds: "adaptive" only: most refinement rounds, each halving the intervals that
+            miss (default 30: intervals down to 2**-30 of the first grid's spacing).
         batch_size: path points per gradient call, or "auto" (timed, under the memory budget).
         progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
         reduce_channels: None (default, keep (N, H, W, C)), "sum" (keeps completeness) or
             "mean".
         """
-        steps, tolerance, max_steps = _check_method(method, steps, tolerance, max_steps)
+        steps, tolerance, max_steps, max_rounds = _check_method(
+            method, steps, tolerance, max_steps, max_rounds
+        )
         check_reduction(reduce_channels, REDUCTIONS)
         base = resolve_baseline(baseline, inputs)
         targets = resolve_target(model, inputs, target)
@@ -318,18 +421,8 @@ class IntegratedGradients(Technique):
         path = _Path(model, inputs, base, targets, options)
         meta: dict[str, Any] = {"target": targets.tolist()}
         if method == "adaptive":
-            grids = adaptive(path, steps, float(tolerance or 0), int(max_steps or 0))
-            ends = np.array([[g.f[0], g.f[-1]] for g in grids])
-            meta["points"] = [len(g.nodes) for g in grids]
-            meta["converged"] = [g.converged(float(tolerance or 0)) for g in grids]
-            if not all(meta["converged"]):
-                warnings.warn(
-                    f"integrated_gradients: {meta['converged'].count(False)} of {len(grids)} "
-                    f"samples missed tolerance={tolerance} within max_steps={max_steps} points; "
-                    "raise max_steps (see meta['completeness'] for the errors)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            budget = (float(tolerance or 0), int(max_steps or 0), int(max_rounds or 0))
+            ends = _run_adaptive(path, steps, budget, meta)
         else:
             nodes, weights = fixed_rule(method, steps)
             n, k = len(inputs), len(nodes)
@@ -354,10 +447,29 @@ class IntegratedGradients(Technique):
                 "method": method,
                 "tolerance": tolerance,
                 "max_steps": max_steps,
+                "max_rounds": max_rounds,
                 "reduce_channels": reduce_channels,
             },
             meta=meta,
         )
+
+
+def _run_adaptive(
+    path: _Path, steps: int, budget: tuple[float, int, int], meta: dict[str, Any]
+) -> np.ndarray:
+    """Run the adaptive rule, fill ``meta`` and warn when a sample missed the tolerance;
+    returns (N, 2) scores at the baseline and the input."""
+    tolerance, max_steps, max_rounds = budget
+    grids, rounds = adaptive(path, steps, tolerance, max_steps, max_rounds)
+    converged = [g.converged(tolerance) for g in grids]
+    meta["points"] = [len(g.nodes) for g in grids]
+    meta["rounds"] = rounds
+    meta["converged"] = converged
+    meta["steep_interval"] = [None if ok else list(steepest(g)) for g, ok in zip(grids, converged)]
+    if not all(converged):
+        message = convergence_warning(grids, tolerance, max_steps, max_rounds)
+        warnings.warn(message, InnersightWarning, stacklevel=3)
+    return np.array([[g.f[0], g.f[-1]] for g in grids])
 
 
 def _completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict[str, float]]:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from innersight.core import Explanation
 
 MIN_SIDE = 96  # small maps are upscaled (nearest) so a rendering is legible
+TITLE, GAP = 14, 8  # layer grids: the height of a title or note line, the gap between grids
 
 
 def display_inputs(inputs: np.ndarray) -> np.ndarray:
@@ -65,30 +66,33 @@ def channel_image(channel: np.ndarray) -> np.ndarray | None:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def layer_grid(act: np.ndarray, *, per_row: int = 16, min_side: int = 24) -> np.ndarray:
-    """All channels of one sample's (H, W, C) activation tiled 16 per row, 1 px gap."""
+def layer_grid(
+    act: np.ndarray, *, per_row: int = 16, min_side: int = 24, channels: int | None = None
+) -> np.ndarray:
+    """The first ``channels`` (default all) channels of one sample's (H, W, C) activation,
+    tiled ``per_row`` per row, 1 px gap."""
     h, w, c = act.shape
     blank = np.full((h, w), 230, np.uint8)  # light gray: visibly a cell, visibly empty
     cells = []
-    for k in range(c):
+    for k in range(c if channels is None else min(c, channels)):
         img = channel_image(act[..., k])
         cells.append(np.repeat((blank if img is None else img)[..., None], 3, axis=-1))
     cells = [upscale(cell, min_side) for cell in cells]
     return tile(cells, per_row=per_row, gap=1, fill=255)
 
 
-def titled(image: np.ndarray, title: str, height: int = 14) -> np.ndarray:
+def titled(image: np.ndarray, title: str, height: int = TITLE) -> np.ndarray:
     """Put ``title`` above ``image`` (Pillow's default font; no title without Pillow)."""
     try:
         from PIL import Image, ImageDraw
     except ImportError:
         return image
-    banner = Image.new("RGB", (max(image.shape[1], 8 * len(title)), height), "white")
+    banner = Image.new("RGB", (max(image.shape[1], 6 * len(title) + 4), height), "white")
     ImageDraw.Draw(banner).text((1, 1), title, fill=(0, 0, 0))
     return stack([np.asarray(banner), image], gap=0)
 
 
-def stack(images: list[np.ndarray], *, gap: int = 8) -> np.ndarray:
+def stack(images: list[np.ndarray], *, gap: int = GAP) -> np.ndarray:
     """Stack images vertically, left-aligned, padded with white."""
     width = max(img.shape[1] for img in images)
     height = sum(img.shape[0] for img in images) + gap * (len(images) - 1)
@@ -100,25 +104,122 @@ def stack(images: list[np.ndarray], *, gap: int = 8) -> np.ndarray:
     return out
 
 
+def grid_height(shape: tuple[int, ...], rows: int, min_side: int = 24) -> int:
+    """Pixel height of a titled grid of ``rows`` rows of (H, W, C) maps (see layer_grid)."""
+    h, w = shape[:2]
+    cell = h * max(1, -(-min_side // max(1, min(h, w))))
+    return TITLE + rows * (cell + 1) - 1
+
+
+def plan_grids(
+    shapes: dict[str, tuple[int, ...]], per_row: int, max_height: int
+) -> tuple[dict[str, int], list[str]]:
+    """Rows to draw per layer, and the layers left out, so that the stack of grids and a
+    note line fit in ``max_height`` px.
+
+    Every channel when that fits; else the same cap on rows for every layer, as high as fits;
+    when one row each is still too tall, stage outputs (the last layer at each resolution)
+    are kept first, then layers spread evenly over the rest, shown in their order.
+    """
+    full = {n: -(-s[2] // per_row) for n, s in shapes.items()}
+
+    def height(names: list[str], cap: int) -> int:
+        parts = [grid_height(shapes[n], min(full[n], cap)) for n in names]
+        return sum(parts) + GAP * len(parts) + TITLE
+
+    names = list(shapes)
+    kept = names
+    if height(names, 1) > max_height:
+        kept = _keep_within(names, shapes, lambda chosen: height(chosen, 1) <= max_height)
+    for cap in range(max(full[n] for n in kept), 0, -1):
+        if height(kept, cap) <= max_height:
+            break
+    return {n: min(full[n], cap) for n in kept}, [n for n in names if n not in kept]
+
+
+def _keep_within(names: list[str], shapes: dict[str, tuple[int, ...]], fits: Any) -> list[str]:
+    sizes = [shapes[n][:2] for n in names]
+    stages = [n for i, n in enumerate(names) if i + 1 == len(names) or sizes[i + 1] != sizes[i]]
+    order = stages + [names[i] for i in _spread(len(names)) if names[i] not in stages]
+    kept: set[str] = set()
+    for name in order:
+        if fits([n for n in names if n in kept or n == name]):
+            kept.add(name)
+    return [n for n in names if n in kept] or names[-1:]
+
+
+def _spread(count: int) -> list[int]:
+    """0..count-1 ordered so that every prefix is spread evenly (halving steps)."""
+    order: list[int] = []
+    seen: set[int] = set()
+    step = 1 << max(0, count.bit_length())
+    while step:
+        fresh = [i for i in range(0, count, step) if i not in seen]
+        order += fresh
+        seen.update(fresh)
+        step //= 2
+    return order
+
+
+def grid_title(name: str, shape: tuple[int, ...], shown: int, alias: str | None) -> str:
+    """``"layer4.1.relu (= layer4) (4, 4, 512): channels 0-15 of 512 shown"``."""
+    title = name + (f" (= {alias})" if alias else "") + f" {shape}"
+    if shown < shape[2]:
+        title += f": channels 0-{shown - 1} of {shape[2]} shown"
+    return title
+
+
 class LayerGridRenderer(Renderer):
-    """Activation grids: one titled grid per layer for sample ``index``."""
+    """Activation grids: one titled grid per layer for sample ``index``, at most
+    ``max_height`` px tall (channels, then layers, are left out, and the picture says so);
+    ``layers=`` draws a subset, e.g. one layer."""
 
     kind = "layer_grid"
 
     def render(
-        self, explanation: Explanation, *, index: int = 0, per_row: int = 16, **options: Any
+        self,
+        explanation: Explanation,
+        *,
+        index: int = 0,
+        per_row: int = 16,
+        max_height: int = 4096,
+        layers: list[str] | None = None,
+        **options: Any,
     ) -> np.ndarray:
         values = explanation.values
         if not isinstance(values, dict) or not values:
             raise InputError("a layer_grid explanation needs values as {layer: (N, H, W, C)}")
-        n = len(next(iter(values.values())))
+        names = list(values) if layers is None else list(layers)
+        if not names or any(n not in values for n in names):
+            raise InputError(
+                f"layers={layers!r}: not in the explanation, which holds {list(values)}"
+            )
+        n = len(values[names[0]])
         if not 0 <= index < n:
             raise InputError(f"index={index} is out of range for {n} samples")
-        grids = [
-            titled(layer_grid(np.asarray(act)[index], per_row=per_row), f"{name} {act.shape[1:]}")
-            for name, act in values.items()
-        ]
+        if isinstance(max_height, bool) or not isinstance(max_height, int) or max_height < 64:
+            raise InputError(f"max_height must be an int >= 64 (pixels), got {max_height!r}")
+        shapes = {name: tuple(np.shape(values[name])[1:]) for name in names}
+        rows, left_out = plan_grids(shapes, per_row, max_height)
+        aliases = explanation.meta.get("aliases") or {}
+        grids = []
+        for name, r in rows.items():
+            shown = min(shapes[name][2], r * per_row)
+            act = np.asarray(values[name])[index]
+            title = grid_title(name, shapes[name], shown, aliases.get(name))
+            grids.append(titled(layer_grid(act, per_row=per_row, channels=shown), title))
+        if left_out:
+            grids.append(_left_out_note(left_out, max_height))
         return stack(grids)
+
+
+def _left_out_note(left_out: list[str], max_height: int) -> np.ndarray:
+    more = f", ... ({len(left_out) - 6} more)" if len(left_out) > 6 else ""
+    text = (
+        f"{len(left_out)} layers not drawn (max_height={max_height}): "
+        f"{', '.join(left_out[:6])}{more}; save('grid_{{layer}}.png') writes one file per layer"
+    )
+    return titled(np.full((0, 8, 3), 255, np.uint8), text)
 
 
 class ImageSetRenderer(Renderer):

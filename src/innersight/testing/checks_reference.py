@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from innersight.core.adapter import LOGITS, input_tap
+from innersight.core.errors import LayerNotFoundError
 from innersight.core.objectives import Channel, Logit, Objective
 from innersight.testing.checks import assert_close, capabilities, describe
 
@@ -24,9 +26,12 @@ def check_matches_reference(
     """An adapter and a reference adapter of the same network agree on every number.
 
     ``layer_map`` maps the adapter's layer names to the reference's (default: the names both
-    have). Verifies outputs, mapped activations, Logit input gradients in every relu mode both
-    support, Channel values and gradients on a mapped layer, and layer gradients when both have
-    them. Use noise inputs: near-tied max-pool windows can route gradients differently.
+    have). Verifies outputs, mapped activations, the special taps the adapter serves
+    (:data:`~innersight.core.LOGITS`, and the :func:`~innersight.core.input_tap` of a mapped
+    layer whose reference input is the output of another mapped layer), Logit input gradients
+    in every relu mode both support, Channel values and gradients on a mapped layer, and layer
+    gradients when both have them. Use noise inputs: near-tied max-pool windows can route
+    gradients differently.
     """
     c = "check_matches_reference"
     x = np.array(x, dtype=np.float32)
@@ -46,6 +51,7 @@ def check_matches_reference(
             exp.activations[theirs],
             rtol=rtol,
         )
+    _check_special_taps(adapter, reference, x, mapping, ref_names, rtol)
     rows = np.arange(len(x))
     logit = Logit(rows % int(np.prod(exp.outputs.shape[1:])))
     shared = capabilities(adapter) & capabilities(reference)
@@ -86,3 +92,28 @@ def _paired_objectives(
         ch = (np.arange(len(ref_acts[theirs])) * 3 + 1) % ref_acts[theirs].shape[-1]
         pairs.append((Channel(mine, ch), Channel(theirs, ch)))
     return pairs
+
+
+def _check_special_taps(
+    adapter: Any,
+    reference: Any,
+    x: np.ndarray,
+    mapping: Mapping[str, str],
+    ref_names: list[str],
+    rtol: float,
+) -> None:
+    """LOGITS and input taps agree where the adapter serves them (they are optional)."""
+    c = "check_matches_reference"
+    targets = set(mapping.values())
+    pairs = [(LOGITS, LOGITS)]
+    for mine, theirs in mapping.items():
+        i = ref_names.index(theirs) if theirs in ref_names else 0
+        if i > 0 and ref_names[i - 1] in targets:  # its input was compared as an output
+            pairs.append((input_tap(mine), input_tap(theirs)))
+    for mine, theirs in pairs:
+        try:
+            got = adapter.forward(x, taps=[mine]).activations[mine]
+        except LayerNotFoundError:
+            continue  # not served by this adapter
+        exp = reference.forward(x, taps=[theirs]).activations[theirs]
+        assert_close(c, f"tap {mine!r} (vs. reference {theirs!r})", got, exp, rtol=rtol)

@@ -8,6 +8,13 @@ boundary, like every backend), so techniques can be run and checked without torc
     >>> from innersight.testing import reference_model
     >>> adapter = reference_model("conv", seed=0)
     >>> values, grads = adapter.value_and_grad(x, objectives.Logit(1))
+
+Besides plain layer names the adapter serves what third-party adapters are asked for: the
+:data:`~innersight.core.LOGITS` tap (the input of a final :class:`Softmax`, else the outputs; the
+score ``Logit`` objectives read), :func:`~innersight.core.input_tap` names (a layer's input:
+the previous layer's output, or the network input), and *aliases*: container names given to a
+network (``aliases={"relu2": ("block2",)}``) that tap, objectives and ``layer_value_and_grad``
+accept like the layer they name, and that ``layers()`` reports in ``LayerInfo.aliases``.
 """
 
 from __future__ import annotations
@@ -17,8 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core.adapter import BaseAdapter, Capability, ForwardResult, LayerInfo
-from innersight.core.errors import InputError, ObjectiveError
+from innersight.core.adapter import (
+    LOGITS,
+    BaseAdapter,
+    Capability,
+    ForwardResult,
+    LayerInfo,
+    is_input_tap,
+)
+from innersight.core.errors import InputError, LayerNotFoundError, ObjectiveError, did_you_mean
 from innersight.core.objectives import (
     Channel,
     Logit,
@@ -30,7 +44,16 @@ from innersight.core.objectives import (
     neuron_flat_index,
     per_sample,
 )
-from innersight.testing.reference_layers import Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
+from innersight.testing.reference_layers import (
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool2D,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Softmax,
+)
 
 __all__ = [
     "SMALL_NET_LAYOUT",
@@ -60,28 +83,49 @@ class ReferenceNetwork:
         layers: the layers in execution order; names must be unique.
         input_shape: channels-last shape of one sample, e.g. ``(12, 12, 3)``.
         name: a display name.
+        aliases: per layer name, other names of its output (containers, innermost first), as
+            ``LayerInfo.aliases`` reports them; e.g. ``{"relu2": ("block2", "stage2")}``.
     """
 
     def __init__(
-        self, layers: Sequence[Layer], input_shape: Sequence[int], name: str = "reference"
+        self,
+        layers: Sequence[Layer],
+        input_shape: Sequence[int],
+        name: str = "reference",
+        aliases: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.layers: tuple[Layer, ...] = tuple(layers)
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in input_shape)
         self.name = name
         names = [layer.name for layer in self.layers]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        self.aliases: dict[str, tuple[str, ...]] = {
+            str(k): tuple(str(a) for a in v) for k, v in (aliases or {}).items()
+        }
+        every = names + [a for v in self.aliases.values() for a in v]
+        dupes = sorted({n for n in every if every.count(n) > 1})
         if dupes:
             raise InputError(f"layer names must be unique; repeated: {', '.join(dupes)}")
         if not self.layers:
             raise InputError("a reference network needs at least one layer")
+        unknown = sorted(set(self.aliases) - set(names))
+        if unknown:
+            raise InputError(f"aliases given for unknown layers: {', '.join(unknown)}")
+        self._alias_of = {a: k for k, v in self.aliases.items() for a in v}
         shapes, shape = [], self.input_shape
         for layer in self.layers:
             shape = layer.output_shape(shape)
             shapes.append(shape)
         self.output_shapes: tuple[tuple[int, ...], ...] = tuple(shapes)
 
+    @property
+    def logits_index(self) -> int:
+        """The layer whose output ``Logit`` objectives read: the input of a final Softmax."""
+        last = len(self.layers) - 1
+        return last - 1 if last > 0 and isinstance(self.layers[last], Softmax) else last
+
     def index(self, name: str) -> int:
-        """Position of the layer called ``name`` (KeyError when absent)."""
+        """Position of the layer called ``name`` or aliased so (KeyError when absent)."""
+        name = self._alias_of.get(name, name)
         for i, layer in enumerate(self.layers):
             if layer.name == name:
                 return i
@@ -122,7 +166,8 @@ class ReferenceNetwork:
         layer before ``wrt``."""
         target = self._objective_index(objective)
         outs, caches = self.run(x, max(target, wrt))
-        values = evaluate(objective, outs[-1], {self.layers[target].name: outs[target]})
+        read = layer_of(objective)
+        values = evaluate(objective, outs[target], {read: outs[target]} if read else {})
         seed = objective_seed(objective, outs[target])
         if target >= wrt:
             grad = self.backprop(caches, seed, target, wrt, relu)
@@ -132,7 +177,7 @@ class ReferenceNetwork:
 
     def _objective_index(self, objective: Objective) -> int:
         layer = layer_of(objective)
-        return len(self.layers) - 1 if layer is None else self.index(layer)
+        return self.logits_index if layer is None else self.index(layer)
 
     def __repr__(self) -> str:
         return f"ReferenceNetwork({self.name!r}, {[layer.name for layer in self.layers]})"
@@ -164,7 +209,11 @@ class ReferenceAdapter(BaseAdapter):
     """The ModelAdapter over a :class:`ReferenceNetwork` (``backend == "numpy"``).
 
     Float64 inside, float32 at the boundary. Besides the protocol it provides
-    :meth:`layer_value_and_grad` (the ``layer_gradients`` capability, used by Grad-CAM).
+    :meth:`layer_value_and_grad` (the ``layer_gradients`` capability, used by Grad-CAM) and
+    ``last_relu_report``: after a gradient call with ``relu="guided"``/``"deconv"``,
+    ``{"overridden": n, "not_overridden": {}}`` with ``n`` the ReLU layers that ran (every
+    nonlinearity of the reference is a ReLU, except a final Softmax that Logit objectives
+    read past); None after a plain call.
     """
 
     backend = "numpy"
@@ -184,6 +233,7 @@ class ReferenceAdapter(BaseAdapter):
                 f"ReferenceAdapter wraps a ReferenceNetwork, got {type(network).__name__}"
             )
         self.network = network
+        self.last_relu_report: dict[str, Any] | None = None
 
     @property
     def model(self) -> ReferenceNetwork:
@@ -210,7 +260,8 @@ class ReferenceAdapter(BaseAdapter):
         """Build from a ``{"conv1/kernel": ..., "conv1/bias": ...}`` dict (Keras layouts).
 
         ``layout`` lists ``(name, kind)`` with kinds ``conv``, ``dense``, ``relu``, ``pool``,
-        ``flatten``; the default is the small net of ``tests/models.py``.
+        ``flatten``, ``gap`` (global average pooling), ``softmax``; the default is the small
+        net of ``tests/models.py``.
         """
         layers: list[Layer] = []
         for layer_name, kind in layout:
@@ -227,23 +278,56 @@ class ReferenceAdapter(BaseAdapter):
             else:
                 raise InputError(
                     f"unknown layer kind {kind!r} for {layer_name!r}; "
-                    "use conv, dense, relu, pool or flatten"
+                    "use conv, dense, relu, pool, flatten, gap or softmax"
                 )
         return cls(ReferenceNetwork(layers, input_shape, name=name))
 
     # -- the protocol ---------------------------------------------------------------------
     def layers(self) -> Sequence[LayerInfo]:
+        net = self.network
         return [
-            LayerInfo(layer.name, layer.kind, shape, layer.num_params)
-            for layer, shape in zip(self.network.layers, self.network.output_shapes, strict=True)
+            LayerInfo(
+                layer.name, layer.kind, shape, layer.num_params, net.aliases.get(layer.name, ())
+            )
+            for layer, shape in zip(net.layers, net.output_shapes, strict=True)
         ]
+
+    def layer_info(self, name: str) -> LayerInfo:
+        """A layer's info; an alias gets the info of a container (kind ``"Container"``)."""
+        net = self.network
+        leaf = net._alias_of.get(name)
+        if leaf is None:
+            try:
+                return super().layer_info(name)
+            except LayerNotFoundError as err:  # aliases are names too: suggest them
+                hint = "" if "did you mean" in str(err) else did_you_mean(name, net._alias_of)
+                raise LayerNotFoundError(f"{err}{hint}") from None
+        i = net.index(leaf)
+        return LayerInfo(name, "Container", net.output_shapes[i], 0)
+
+    def check_taps(self, taps: Iterable[str]) -> tuple[str, ...]:
+        """Layer names, aliases, LOGITS and input taps: validated, unique, in request order."""
+        taps = (taps,) if isinstance(taps, str) else tuple(dict.fromkeys(taps))
+        for name in taps:
+            if name != LOGITS:
+                self.layer_info(is_input_tap(name) or name)
+        return taps
 
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
         x64 = self.check_input(x).astype(np.float64)
         names = self.check_taps(taps)
         outs, _ = self.network.run(x64)
-        acts = {name: outs[self.network.index(name)].astype(np.float32) for name in names}
+        acts = {name: self._tap(name, x64, outs).astype(np.float32) for name in names}
         return ForwardResult(outputs=outs[-1].astype(np.float32), activations=acts)
+
+    def _tap(self, name: str, x: np.ndarray, outs: list[np.ndarray]) -> np.ndarray:
+        if name == LOGITS:
+            return outs[self.network.logits_index]
+        layer = is_input_tap(name)
+        if layer is None:
+            return outs[self.network.index(name)]
+        i = self.network.index(layer)
+        return outs[i - 1] if i > 0 else x
 
     def value_and_grad(
         self, x: np.ndarray, objective: Objective, *, relu: str = "plain"
@@ -252,7 +336,16 @@ class ReferenceAdapter(BaseAdapter):
         x64 = self.check_input(x).astype(np.float64)
         self._check_objective(objective)
         values, grads, _ = self.network.value_and_grad(x64, objective, relu)
+        self._report(objective, relu)
         return values.astype(np.float32), grads.astype(np.float32)
+
+    def _report(self, objective: Objective, relu: str) -> None:
+        if relu == "plain":
+            self.last_relu_report = None
+            return
+        stop = self.network._objective_index(objective)
+        ran = sum(isinstance(layer, ReLU) for layer in self.network.layers[: stop + 1])
+        self.last_relu_report = {"overridden": ran, "not_overridden": {}}
 
     def layer_value_and_grad(
         self, x: np.ndarray, objective: Objective, layer: str, *, relu: str = "plain"
@@ -268,6 +361,7 @@ class ReferenceAdapter(BaseAdapter):
         values, grads, acts = self.network.value_and_grad(
             x64, objective, relu, wrt=self.network.index(layer)
         )
+        self._report(objective, relu)
         return values.astype(np.float32), np.asarray(acts, np.float32), grads.astype(np.float32)
 
     def _check_objective(self, objective: Objective) -> None:
@@ -283,4 +377,10 @@ class ReferenceAdapter(BaseAdapter):
         return f"<ReferenceAdapter {self.network.name!r}: {len(self.network.layers)} layers>"
 
 
-_PLAIN_LAYERS: dict[str, type[Layer]] = {"relu": ReLU, "pool": MaxPool2D, "flatten": Flatten}
+_PLAIN_LAYERS: dict[str, type[Layer]] = {
+    "relu": ReLU,
+    "pool": MaxPool2D,
+    "flatten": Flatten,
+    "gap": GlobalAvgPool2D,
+    "softmax": Softmax,
+}

@@ -18,7 +18,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "ReLU"]
+__all__ = [
+    "Conv2D",
+    "Dense",
+    "Flatten",
+    "GlobalAvgPool2D",
+    "Layer",
+    "MaxPool2D",
+    "ReLU",
+    "Softmax",
+]
 
 Shape = tuple[int, ...]
 
@@ -208,3 +217,40 @@ class Dense(Layer):
 
     def backward(self, grad: np.ndarray, cache: Any, relu: str = "plain") -> np.ndarray:
         return np.asarray(grad @ self.kernel.T)
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean over the spatial axes: (N, H, W, C) -> (N, C), as Keras' GlobalAveragePooling2D."""
+
+    kind = "GlobalAveragePooling2D"
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 3:
+            raise ValueError(f"{self.name}: global pooling needs (H, W, C) inputs, got {in_shape}")
+        return (in_shape[2],)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        return x.mean(axis=(1, 2)), x.shape
+
+    def backward(self, grad: np.ndarray, cache: Any, relu: str = "plain") -> np.ndarray:
+        h, w = cache[1:3]
+        return np.broadcast_to(grad[:, None, None, :] / (h * w), cache).copy()
+
+
+class Softmax(Layer):
+    """Softmax over the last axis. A network ending in one has pre-softmax logits: the
+    reference adapter's ``Logit`` objectives and ``LOGITS`` tap read the softmax's input."""
+
+    kind = "Softmax"
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        return tuple(in_shape)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        y = e / e.sum(axis=-1, keepdims=True)
+        return y, y
+
+    def backward(self, grad: np.ndarray, cache: Any, relu: str = "plain") -> np.ndarray:
+        y = cache
+        return np.asarray(y * (grad - (grad * y).sum(axis=-1, keepdims=True)))
