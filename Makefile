@@ -15,7 +15,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml constraints.txt examples/innersight-example-plugin/pyproject.toml
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev,ray]"
 	$(PY) -m pip install --quiet -c constraints.txt -e examples/innersight-example-plugin
 	touch $(STAMP)
 

@@ -54,6 +54,8 @@ EXECUTED: dict[str, tuple[str, ...]] = {
     "cli.md": ("torch", "keras", "tensorflow", "sklearn", "PIL"),
     "report.md": ("torch", "keras", "tensorflow", "sklearn"),
     "demo.md": ("torch", "keras", "tensorflow", "sklearn"),
+    "metrics.md": ("torch", "sklearn"),
+    "dataset.md": ("torch", "sklearn", "pyarrow", "openTSNE", "pandas", "matplotlib"),
 }
 
 #: Environment variables that change which plugins load; unset while a page runs.

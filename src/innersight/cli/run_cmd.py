@@ -23,6 +23,7 @@ from innersight.cli.common import (
     load_model_from_args,
     prepare_output_dir,
 )
+from innersight.cli.dataset_cmd import add_dataset_arguments, run_dataset
 from innersight.cli.params import convert_params, parse_assignments
 from innersight.core.batching import Progress
 from innersight.core.errors import InputError, did_you_mean, summarize_names
@@ -61,10 +62,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_input_args(parser)
     parser.add_argument("--classes", type=Path, metavar="FILE", help="class names, one a line")
     parser.add_argument("--force", action="store_true", help="write into a non-empty output folder")
+    add_dataset_arguments(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset is not None:
+        return run_dataset(args)
     tech = get_technique(args.technique)
     classes = ins.load_class_names(args.classes) if args.classes else None
     requested = _requested_params(args, tech, classes)

@@ -11,7 +11,9 @@ from the network. Every name taken from a model, a class list or a file is HTML-
 from __future__ import annotations
 
 from innersight.report.build import build_report
+from innersight.report.dataset import dataset_report
 from innersight.report.records import (
+    DatasetView,
     Figure,
     LayerRow,
     ModelSummary,
@@ -22,6 +24,7 @@ from innersight.report.records import (
 )
 
 __all__ = [
+    "DatasetView",
     "Figure",
     "LayerRow",
     "ModelSummary",
@@ -30,4 +33,5 @@ __all__ = [
     "Run",
     "Section",
     "build_report",
+    "dataset_report",
 ]

@@ -47,6 +47,7 @@ def build_report(
     seed: int = 0,
     progress: ProgressArg = None,
     title: str | None = None,
+    runs: Sequence[Any] | None = None,
 ) -> Report:
     """Run techniques on one or several models and collect a self-contained report.
 
@@ -66,6 +67,10 @@ def build_report(
         seed: passed to every technique that takes a ``seed``; recorded in the report.
         progress: None (a bar on a terminal), True, False, or ``callback(done, total)`` per run.
         title: the report's title.
+        runs: data-set runs (:class:`innersight.DatasetRun`) to summarise: counts, failures,
+            classes, the worst-explained inputs (lowest score) or an embedding's map. For
+            other metrics, or a report of runs alone, see
+            :func:`innersight.report.dataset_report`.
 
     Returns:
         A :class:`Report`; ``report.write("report.html")`` saves it. A technique that fails gets
@@ -129,6 +134,10 @@ def build_report(
                 bar.update(1)
             report.sections.append(section)
     report.notes = [str(f) for f in get_plugin_manager().failures]
+    if runs:
+        from innersight.report.dataset import dataset_view
+
+        report.datasets = [dataset_view(r) for r in runs]
     report.seconds = time.perf_counter() - start
     return report
 

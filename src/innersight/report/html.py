@@ -17,6 +17,7 @@ from innersight.core.technique import to_jsonable
 from innersight.report.records import (
     ERROR,
     OK,
+    DatasetView,
     Figure,
     ModelSummary,
     Prediction,
@@ -89,7 +90,8 @@ def render_report(report: Report) -> str:
     parts = [
         _head(report.title),
         _header(report),
-        _models(report.models),
+        _models(report.models) if report.models or not report.datasets else "",
+        *(_dataset(view, i) for i, view in enumerate(report.datasets)),
         _inputs(report),
         *(_section(sec) for sec in report.sections),
         _environment(report),
@@ -108,7 +110,8 @@ def _head(title: str) -> str:
 
 
 def _header(report: Report) -> str:
-    links = ['<a href="#models">Models</a>']
+    links = ['<a href="#models">Models</a>'] if report.models or not report.datasets else []
+    links += [f'<a href="#dataset-{i}">data set {i + 1}</a>' for i in range(len(report.datasets))]
     if report.inputs:
         links.append('<a href="#inputs">Inputs and predictions</a>')
     for sec in report.sections:
@@ -120,10 +123,19 @@ def _header(report: Report) -> str:
     links.append('<a href="#environment">Environment</a>')
     return (
         f"<header><h1>{esc(report.title)}</h1>"
-        f'<p class="meta">{len(report.models)} model(s), {len(report.inputs)} input(s), '
-        f"{len(report.sections)} technique(s); seed {report.seed}; built {esc(report.created)} "
+        f'<p class="meta">{_counts(report)}; built {esc(report.created)} '
         f"in {report.seconds:.1f} s</p>"
         f"<nav><ul>{''.join(f'<li>{link}</li>' for link in links)}</ul></nav></header>"
+    )
+
+
+def _counts(report: Report) -> str:
+    if report.datasets and not report.models:
+        return f"{len(report.datasets)} data-set run(s)"
+    runs = f", {len(report.datasets)} data-set run(s)" if report.datasets else ""
+    return (
+        f"{len(report.models)} model(s), {len(report.inputs)} input(s), "
+        f"{len(report.sections)} technique(s){runs}; seed {report.seed}"
     )
 
 
@@ -152,6 +164,30 @@ def _models(models: list[ModelSummary]) -> str:
             f"<th>parameters</th></tr>{rows}</table></details></div>"
         )
     return f'<section id="models"><h2>Models</h2><div class="grid">{"".join(cards)}</div></section>'
+
+
+def _dataset(view: DatasetView, index: int) -> str:
+    """A data-set run: facts, failures, classes and its figures (worst inputs, or the map)."""
+    failures = "".join(f"<li>{count} &times; {esc(why)}</li>" for why, count in view.failures)
+    labelled = any(c[3] is not None for c in view.classes)
+    head = "<tr><th>class</th><th>predicted</th>" + (
+        "<th>labelled</th><th>correct</th></tr>" if labelled else "</tr>"
+    )
+    rows = "".join(
+        f'<tr><td>{esc(c)}</td><td class="num">{p:,}</td>'
+        + (f'<td class="num">{n:,}</td><td class="num">{r:,}</td>' if labelled else "")
+        + "</tr>"
+        for c, p, n, r in view.classes
+    )
+    what = "the map" if view.metric == "map" else f"worst by {esc(view.metric)}"
+    figs = "".join(img(f) for f in view.figures)
+    return (
+        f'<section id="dataset-{index}"><h2>{esc(view.title)}</h2>'
+        f'<div class="grid"><div class="card">{table(view.facts)}'
+        + (f"<h3>failed inputs</h3><ul>{failures}</ul>" if failures else "")
+        + f'</div><div class="card"><table class="layers">{head}{rows}</table></div></div>'
+        f'<h3>{what}</h3><div class="grid">{figs}</div></section>'
+    )
 
 
 def _inputs(report: Report) -> str:

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from innersight.core.technique import Explanation
 
-__all__ = ["Figure", "LayerRow", "ModelSummary", "Prediction", "Report", "Run", "Section"]
+__all__ = [
+    "DatasetView",
+    "Figure",
+    "LayerRow",
+    "ModelSummary",
+    "Prediction",
+    "Report",
+    "Run",
+    "Section",
+]
 
 OK, ERROR, SKIPPED = "ok", "error", "skipped"
 
@@ -109,6 +118,26 @@ class Section:
 
 
 @dataclass
+class DatasetView:
+    """A data-set run (:class:`innersight.DatasetRun`) as the report shows it.
+
+    Attributes:
+        facts: counts, timings and (for an embedding) the map's quality.
+        classes: ``(class, predicted, labelled, correct)`` per class (``correct`` None
+            without labels).
+        failures: ``(reason, count)`` of the most common reasons inputs were skipped.
+        figures: the worst-explained inputs (by ``metric``), or an embedding's map.
+    """
+
+    title: str
+    facts: list[tuple[str, Any]]
+    classes: list[tuple[str, int, int, int | None]]
+    failures: list[tuple[str, int]]
+    figures: list[Figure]
+    metric: str = "score"
+
+
+@dataclass
 class Report:
     """A built report. ``to_html()`` gives one self-contained HTML document; ``write(path)``
     saves it. Images are embedded as base64 PNGs; nothing is fetched from the network."""
@@ -125,6 +154,7 @@ class Report:
     created: str
     notes: list[str] = field(default_factory=list)
     dataset_size: int = 0
+    datasets: list[DatasetView] = field(default_factory=list)
 
     def section(self, technique: str) -> Section:
         """The section of ``technique`` (KeyError naming the ones present otherwise)."""
