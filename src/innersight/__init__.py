@@ -10,11 +10,21 @@ of its framework is wrapped.
 
 from __future__ import annotations
 
-from innersight import port
-from innersight.api import clear_cache, explain, layers, techniques, wrap
+from innersight import (
+    metrics,  # the package is callable: ins.metrics() lists the metrics
+    port,
+)
+from innersight.api import clear_cache, evaluate, explain, layers, techniques, wrap
 from innersight.compare import Comparison, compare
 from innersight.core import objectives
-from innersight.core.adapter import Capability, ForwardResult, LayerInfo, ModelAdapter
+from innersight.core.adapter import (
+    LOGITS,
+    Capability,
+    ForwardResult,
+    LayerInfo,
+    ModelAdapter,
+    input_tap,
+)
 from innersight.core.errors import (
     BackendNotFoundError,
     CapabilityError,
@@ -29,16 +39,20 @@ from innersight.core.errors import (
     TechniqueNotFoundError,
 )
 from innersight.core.manager import get_plugin_manager
+from innersight.core.metric import Evaluation, Metric
 from innersight.core.technique import Explanation, Technique
 from innersight.loading import load_class_names, load_images, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LOGITS",
     "BackendNotFoundError",
     "Capability",
     "CapabilityError",
     "Comparison",
+    "DatasetRun",
+    "Evaluation",
     "Explanation",
     "ForwardResult",
     "InnersightError",
@@ -46,6 +60,7 @@ __all__ = [
     "InputError",
     "LayerInfo",
     "LayerNotFoundError",
+    "Metric",
     "ModelAdapter",
     "ObjectiveError",
     "PluginConflictError",
@@ -56,14 +71,30 @@ __all__ = [
     "__version__",
     "clear_cache",
     "compare",
+    "embed_dataset",
+    "evaluate",
     "explain",
+    "explain_dataset",
     "get_plugin_manager",
+    "input_tap",
     "layers",
     "load_class_names",
     "load_images",
     "load_model",
+    "metrics",
     "objectives",
     "port",
     "techniques",
     "wrap",
 ]
+
+_DATASET = ("DatasetRun", "embed_dataset", "explain_dataset")
+
+
+def __getattr__(name: str) -> object:
+    # Data-set scale (innersight.dataset) is imported on first use, not with innersight.
+    if name in _DATASET:
+        import innersight.dataset
+
+        return getattr(innersight.dataset, name)
+    raise AttributeError(f"module 'innersight' has no attribute {name!r}")

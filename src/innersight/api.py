@@ -1,4 +1,4 @@
-"""The public entry points: wrap, explain, techniques, layers."""
+"""The public entry points: wrap, explain, evaluate, techniques, metrics, layers."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from innersight.core.errors import (
     did_you_mean,
 )
 from innersight.core.manager import PluginInfo, get_plugin_manager
+from innersight.core.metric import Evaluation, Metric
 from innersight.core.technique import Explanation, Technique
 
-__all__ = ["clear_cache", "explain", "layers", "techniques", "wrap"]
+__all__ = ["clear_cache", "evaluate", "explain", "layers", "metrics", "techniques", "wrap"]
 
 
 def wrap(model: Any, **options: Any) -> ModelAdapter:
@@ -321,3 +322,175 @@ def _versions(backend: str) -> tuple[tuple[str, str], ...]:
     if backend == "keras" and "tensorflow" in sys.modules:
         out["tensorflow"] = getattr(sys.modules["tensorflow"], "__version__", "")
     return tuple(out.items())
+
+
+# -- metrics -------------------------------------------------------------------------------------
+def metrics() -> Mapping[str, Metric]:
+    """Every registered metric (built-in and plugins) by name."""
+    return get_plugin_manager().metrics()
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called ``name``; InputError with suggestions otherwise."""
+    if not isinstance(name, str):
+        raise InputError(f"metric must be a name (str), got {type(name).__name__}")
+    registry = metrics()
+    if name not in registry:
+        raise InputError(
+            f"no metric named {name!r}; available: {', '.join(sorted(registry))}"
+            f"{did_you_mean(name, registry)}"
+        )
+    return registry[name]
+
+
+def evaluate(
+    metric: str,
+    model: Any,
+    explanation: Explanation | str,
+    inputs: Any = None,
+    *,
+    technique_params: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> Evaluation:
+    """Score an explanation with a metric: how far can it be trusted on this model?
+
+        >>> ex = ins.explain("saliency", model, x)
+        >>> ins.evaluate("deletion", model, ex).summary()["mean"]
+        >>> ins.evaluate("deletion", model, "grad_cam", x, technique_params={"layer": "conv3"})
+
+    Args:
+        metric: a name from :func:`metrics`, e.g. ``"deletion"`` or ``"randomization"``.
+        model: the model the explanation was made on (native, or a ModelAdapter).
+        explanation: an Explanation holding its inputs, or a technique name: then ``inputs``
+            (and ``technique_params``) are explained first, with :func:`explain`.
+        inputs: the inputs to explain, with a technique name only.
+        technique_params: parameters of the technique, with a technique name only.
+        **params: the metric's keyword parameters (see ``metrics()[name].parameters()``).
+
+    Returns:
+        An :class:`~innersight.core.metric.Evaluation`: one score per input, curves, meta.
+
+    Raises:
+        InnersightError: (a subclass of it) for every user mistake, with what to do.
+        PluginError: a third-party metric crashed or returned a malformed Evaluation.
+    """
+    chosen = get_metric(metric)
+    _check_metric_params(chosen, params)
+    adapter = wrap(model)
+    _check_capabilities(chosen, adapter)
+    ex = _explanation_for(chosen, adapter, explanation, inputs, technique_params)
+    t0 = time.perf_counter()
+    result = _run_metric(chosen, adapter, ex, params)
+    elapsed = time.perf_counter() - t0
+    _check_evaluation(chosen, result, ex)
+    result.meta.setdefault("technique", ex.technique)
+    result.meta.setdefault("backend", adapter.backend)
+    result.meta.setdefault("model", adapter.name)
+    result.meta.setdefault("higher_is_better", chosen.higher_is_better)
+    result.meta.setdefault("reference", chosen.reference)
+    result.meta.setdefault("seconds", elapsed)
+    result.meta.setdefault("versions", versions(adapter.backend))
+    return result
+
+
+def _check_metric_params(metric: Metric, params: Mapping[str, Any]) -> None:
+    valid = metric.parameters()
+    for key in params:
+        if key not in valid:
+            raise InputError(
+                f"metric {metric.name!r} has no parameter {key!r}; valid parameters: "
+                f"{', '.join(valid) or 'none'}{did_you_mean(key, valid)}"
+            )
+
+
+def _check_capabilities(metric: Metric, adapter: ModelAdapter) -> None:
+    have = {str(k) for k in adapter.capabilities}
+    missing = sorted(str(c) for c in metric.requires if str(c) not in have)
+    if missing:
+        raise CapabilityError(
+            f"metric {metric.name!r} needs {', '.join(missing)}, which the {adapter.backend} "
+            f"adapter for {adapter.name} does not provide; pick another metric or backend"
+        )
+
+
+def _explanation_for(
+    metric: Metric,
+    adapter: ModelAdapter,
+    explanation: Any,
+    inputs: Any,
+    technique_params: Mapping[str, Any] | None,
+) -> Explanation:
+    if isinstance(explanation, str):
+        if inputs is None:
+            raise InputError(
+                f"evaluate({metric.name!r}, model, {explanation!r}) needs inputs to explain: "
+                f"evaluate({metric.name!r}, model, {explanation!r}, x)"
+            )
+        return explain(explanation, adapter, inputs, **dict(technique_params or {}))
+    if not isinstance(explanation, Explanation):
+        raise InputError(
+            f"explanation must be an Explanation or a technique name, got "
+            f"{type(explanation).__name__}"
+        )
+    if inputs is not None or technique_params:
+        raise InputError(
+            "inputs and technique_params go with a technique name only; the Explanation already "
+            "holds its inputs and parameters: pass evaluate(metric, model, explanation)"
+        )
+    if explanation.kind not in metric.kinds:
+        raise InputError(
+            f"metric {metric.name!r} evaluates explanations of kind "
+            f"{', '.join(sorted(metric.kinds))}; technique {explanation.technique!r} gave kind "
+            f"{explanation.kind!r}: pick a heatmap technique (saliency, occlusion, grad_cam, ...)"
+        )
+    if explanation.inputs is None:
+        raise InputError(
+            f"the {explanation.technique!r} Explanation holds no inputs, which metric "
+            f"{metric.name!r} needs; evaluate the Explanation that innersight.explain returned"
+        )
+    return explanation
+
+
+def _metric_provider(metric: Metric) -> PluginInfo:
+    try:
+        return get_plugin_manager().metric_provider(metric.name)
+    except Exception:  # registered some other way: say what is known
+        module = type(metric).__module__
+        return PluginInfo(module, module.split(".")[0])
+
+
+def _run_metric(metric: Metric, adapter: ModelAdapter, ex: Explanation, params: Any) -> Any:
+    """``metric.evaluate``; a third-party metric's own exception becomes a PluginError (as
+    :func:`_run` does for techniques)."""
+    try:
+        return metric.evaluate(adapter, ex, **params)
+    except InnersightError:
+        raise
+    except Exception as err:
+        provider = _metric_provider(metric)
+        if provider.distribution == "innersight" or _passed_through(err, adapter):
+            raise
+        raise PluginError(
+            f"metric {metric.name!r} from {provider} raised {type(err).__name__}: {err} "
+            f"(at {_origin(err)}). This is a bug or limitation of that plugin: report it to its "
+            "authors with the traceback chained above, or use another metric"
+        ) from err
+
+
+def _check_evaluation(metric: Metric, result: Any, ex: Explanation) -> None:
+    """PluginError for a malformed Evaluation: wrong type, or not one score per input."""
+    n = len(ex)
+    problem = ""
+    if not isinstance(result, Evaluation):
+        problem = f"returned {type(result).__name__}, not an Evaluation"
+    elif result.scores.shape != (n,):
+        problem = f"returned {result.scores.shape[0]} scores for {n} inputs"
+    elif any(c.y.shape[0] != n for c in result.curves.values()):
+        problem = f"returned curves whose rows do not match the {n} inputs"
+    elif not isinstance(result.meta, dict) or not isinstance(result.params, dict):
+        problem = "returned an Evaluation whose meta or params is not a dict"
+    if problem:
+        raise PluginError(
+            f"metric {metric.name!r} from {_metric_provider(metric)} {problem}; report this to "
+            "the plugin's authors"
+        )

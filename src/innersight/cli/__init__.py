@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import innersight as ins
 
-COMMANDS: tuple[str, ...] = ("list", "layers", "run", "report", "demo", "compare")
+COMMANDS: tuple[str, ...] = ("list", "layers", "run", "report", "demo", "compare", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

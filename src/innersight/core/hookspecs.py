@@ -20,6 +20,7 @@ from innersight.core.markers import hookspec
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
+    from innersight.core.metric import Metric
     from innersight.core.render import Renderer
     from innersight.core.technique import Technique
 
@@ -113,4 +114,44 @@ def innersight_register_renderers() -> Iterable[Renderer]:
 
     Returns:
         An iterable of :class:`~innersight.core.render.Renderer`; one renderer per ``kind``.
+    """
+
+
+@hookspec
+def innersight_register_metrics() -> Iterable[Metric]:
+    """Provide metrics: numbers that say how far an explanation can be trusted.
+
+    Every registered plugin is asked; names must be unique across plugins (built-in metrics
+    included). A metric scores a heatmap Explanation on a ModelAdapter and returns an
+    :class:`~innersight.core.metric.Evaluation` with one score per input.
+
+    Example::
+
+        import numpy as np
+        from innersight.core import hookimpl
+        from innersight.core.metric import Evaluation, Metric, attribution_maps
+
+        class Sparsity(Metric):
+            name = "sparsity"
+            summary = "Share of the total |attribution| held by the top 10% of the pixels."
+            higher_is_better = True
+            reference = "(an illustration)"
+
+            def evaluate(self, model, explanation, *, top=0.1):
+                maps = attribution_maps(explanation, absolute=True)
+                flat = np.sort(maps.reshape(len(maps), -1), axis=1)[:, ::-1]
+                k = max(1, int(top * flat.shape[1]))
+                total = flat.sum(axis=1)
+                share = np.divide(flat[:, :k].sum(axis=1), total,
+                                  out=np.full(len(flat), np.nan), where=total > 0)
+                return Evaluation(metric=self.name, scores=share, params={"top": top})
+
+        @hookimpl
+        def innersight_register_metrics():
+            yield Sparsity()
+
+    Returns:
+        An iterable of :class:`~innersight.core.metric.Metric` instances. Two metrics with one
+        name, from any two plugins, raise ``PluginConflictError`` naming both; anything that is
+        not a Metric is a load failure of that plugin (a warning; strict mode raises).
     """

@@ -1,6 +1,6 @@
 """The plugin manager: built-ins and third-party plugins through one door.
 
-Built-in backends, techniques and renderers are ordinary plugin modules registered with
+Built-in backends, techniques, metrics and renderers are ordinary plugin modules registered with
 :meth:`InnersightPluginManager.register`, exactly as a third party's module is when it is found
 in the ``innersight`` entry-point group. A plugin that fails to import or to register is
 recorded in :attr:`~InnersightPluginManager.failures` and reported as a warning naming its
@@ -34,10 +34,12 @@ from innersight.core.errors import (
     PluginLoadError,
 )
 from innersight.core.markers import ENTRY_POINT_GROUP, PROJECT_NAME
+from innersight.core.metric import Metric
 from innersight.core.render import Renderer
 from innersight.core.technique import Technique
 
 __all__ = [
+    "BUILTIN_METRICS",
     "BUILTIN_PLUGINS",
     "InnersightPluginManager",
     "PluginFailure",
@@ -46,6 +48,19 @@ __all__ = [
     "get_plugin_manager",
     "reset_plugin_manager",
 ]
+
+#: The built-in metric modules (one metric per module, like the techniques).
+BUILTIN_METRICS: tuple[str, ...] = (
+    "innersight.metrics.deletion",
+    "innersight.metrics.insertion",
+    "innersight.metrics.randomization",
+    "innersight.metrics.data_randomization",
+    "innersight.metrics.infidelity",
+    "innersight.metrics.max_sensitivity",
+    "innersight.metrics.completeness",
+    "innersight.metrics.road",
+    "innersight.metrics.agreement",
+)
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.backends.torch",
@@ -61,6 +76,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.filter_maximization",
     "innersight.plugins.class_maximization",
     "innersight.plugins.embeddings",
+    *BUILTIN_METRICS,
 )
 
 
@@ -119,6 +135,8 @@ class InnersightPluginManager:
         self.infos: dict[str, PluginInfo] = {}
         self._techniques: dict[str, Technique] | None = None
         self._providers: dict[str, PluginInfo] = {}
+        self._metrics: dict[str, Metric] | None = None
+        self._metric_providers: dict[str, PluginInfo] = {}
         self._renderers: dict[str, Renderer] | None = None
         self._lock = threading.RLock()
 
@@ -157,7 +175,7 @@ class InnersightPluginManager:
         with self._lock:
             self.pm.unregister(name=name)
             self.infos.pop(name, None)
-            self._techniques = self._renderers = None
+            self._techniques = self._renderers = self._metrics = None
 
     def _register(self, plugin: Any, info: PluginInfo) -> None:
         with self._lock:
@@ -168,7 +186,7 @@ class InnersightPluginManager:
                 self.pm.unregister(plugin)
                 raise
             self.infos[info.name] = info
-            self._techniques = self._renderers = None
+            self._techniques = self._renderers = self._metrics = None
 
     def _guarded(self, info: PluginInfo, stage: str, action: Any) -> Any:
         try:
@@ -214,6 +232,21 @@ class InnersightPluginManager:
                 # Remembered so that naming a plugin in an error never re-runs registration.
                 self._providers = {tech.name: info for info, tech in items}
             return dict(self._techniques)
+
+    def metrics(self) -> dict[str, Metric]:
+        """Every registered metric by name; PluginConflictError on duplicate names."""
+        with self._lock:
+            if self._metrics is None:
+                items = self._collect("innersight_register_metrics", Metric)
+                self._metrics = self._unique(items, "metric")
+                self._metric_providers = {metric.name: info for info, metric in items}
+            return dict(self._metrics)
+
+    def metric_provider(self, metric_name: str) -> PluginInfo:
+        """The plugin that provides ``metric_name`` (KeyError when none does)."""
+        self.metrics()
+        with self._lock:
+            return self._metric_providers[metric_name]
 
     def renderers(self) -> dict[str, Renderer]:
         with self._lock:

@@ -26,6 +26,7 @@ from innersight.testing.checks_adapter import (
     check_unknown_layer,
 )
 from innersight.testing.checks_gradients import check_gradients, check_layer_gradients
+from innersight.testing.checks_metric import check_metric
 from innersight.testing.checks_reference import check_matches_reference
 from innersight.testing.checks_state import (
     check_state_preserved,
@@ -55,6 +56,7 @@ __all__ = [
     "check_layer_gradients",
     "check_layers",
     "check_matches_reference",
+    "check_metric",
     "check_protocol",
     "check_state_preserved",
     "check_taps",

@@ -1,0 +1,71 @@
+"""Benchmark rows of the metrics: deletion with 100 steps on the seeds' convnet (150x150x3)
+against the forward floor of its masked batches.
+
+Deletion scores ``steps + 1`` masked copies of each image; the floor is those copies forwarded at
+the framework's best throughput (``cases.floors``: the best img/s over batches 1..64). The goal is
+1.1x: building the masked copies and reading the logits may cost 10%, no more.
+
+    python benchmarks/bench_metrics.py [--device cpu]   # prints the rows as a Markdown table
+
+``benchmarks/run.py`` can run them as the case ``deletion``: ``bench_metrics.deletion(nets,
+floor)`` returns its rows, as ``cases.occlusion(nets, floor)`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import cases
+import torch  # noqa: F401  (torch before tensorflow)
+from timing import Row, machine, median_time
+
+import innersight as ins
+from innersight.api import evaluate
+
+STEPS = 100
+
+
+def deletion(nets: dict[str, object], floor: dict[str, tuple[float, int]]) -> list[Row]:
+    """Deletion (100 steps, one image, its saliency map) per backend vs the forward floor."""
+    x = cases.image()
+    n = (STEPS + 1) * len(x)
+    rows = []
+    for backend, model in nets.items():
+        ex = ins.explain("saliency", model, x, target=0)
+        t = median_time(lambda: evaluate("deletion", model, ex, steps=STEPS))
+        ips, batch = floor[backend]
+        rows.append(
+            Row(
+                f"deletion {STEPS} steps, 1 image",
+                backend,
+                t,
+                n / ips,
+                "floor",
+                1.10,
+                f"{n} masked forwards; floor {ips:.0f} img/s at batch {batch}",
+            )
+        )
+    return rows
+
+
+def main() -> int:
+    from run import table
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (no Keras then)")
+    args = parser.parse_args()
+    cases.DEVICE = args.device
+    nets = cases.models()
+    rows = deletion(nets, cases.floors(nets))
+    print(f"Machine: {machine()}\n\n{table(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
