@@ -315,7 +315,15 @@ def test_demo_command_writes_the_report_and_an_image_per_technique(tmp_path):
     assert [b for b, _ in accuracies] == ["torch", "keras"]
     assert all(float(a) > 98 for _, a in accuracies)
     assert re.search(r"total time [\d.]+ s", proc.stdout)
-    ids = {a.get("id") for t, a in parse(report.read_text(encoding="utf-8")).tags}
+    assert "oneDNN" not in proc.stderr and "absl" not in proc.stderr, proc.stderr[-2000:]
+    doc = report.read_text(encoding="utf-8")
+    ids = {a.get("id") for t, a in parse(doc).tags}
+    faithful = doc[doc.index('<section id="faithfulness">') :].split("</section>")[0]
+    for backend in ("torch", "keras"):  # a scored row per heatmap technique and model
+        assert f"<h3>{backend}</h3>" in faithful
+    rows = re.findall(r"<tr><th>(\w+)</th>((?:<td[^>]*>[^<]*</td>)+)</tr>", faithful)
+    assert {"saliency", "grad_cam", "integrated_gradients"} <= {name for name, _ in rows}
+    assert all(len(re.findall(r"[\d.]+ ± ", cells)) == 3 for _, cells in rows)
     for name in ins.techniques():
         assert f"technique-{name}" in ids
         for backend in ("torch", "keras"):

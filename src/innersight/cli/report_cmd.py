@@ -57,6 +57,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a labelled data set for the embeddings section: an .npz with arrays 'x' "
         "(N, H, W, C) and 'y' (N,), e.g. np.savez('set.npz', x=x, y=y)",
     )
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="add the section 'How faithful is each technique on this model': each heatmap "
+        "scored by --metrics (slower: each metric runs the model again)",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="A,B",
+        help="with --evaluate: comma-separated metric names (default: deletion,insertion,"
+        "randomization)",
+    )
+    parser.add_argument(
+        "--evaluate-inputs",
+        type=int,
+        default=8,
+        metavar="N",
+        help="with --evaluate: score at most N inputs per technique (default: 8)",
+    )
     parser.add_argument("--title", help="the report's title")
     parser.add_argument("--seed", type=int, default=0, help="seed for randomised techniques")
     parser.add_argument(
@@ -69,6 +88,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output).expanduser()
     _check_output(output, force=args.force)
+    if args.metrics is not None and not args.evaluate:
+        raise InputError("--metrics only applies with --evaluate; add --evaluate")
     from innersight.loading import load_class_names, read_inputs
     from innersight.report import build_report
 
@@ -92,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=False if args.quiet else None,
         title=args.title,
+        evaluate=args.evaluate,
+        metrics=args.metrics,
+        evaluate_inputs=args.evaluate_inputs,
     )
     path = report.write(output)
     for section in report.sections:

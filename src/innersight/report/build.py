@@ -25,6 +25,7 @@ from innersight.core.errors import InputError, did_you_mean
 from innersight.core.manager import get_plugin_manager
 from innersight.core.technique import Technique, to_jsonable
 from innersight.report.defaults import ORDER, Context, report_params, uses_dataset
+from innersight.report.faithfulness import check_metrics, evaluate_models
 from innersight.report.figures import explanation_figures, facts, input_figures
 from innersight.report.records import ERROR, OK, SKIPPED, Report, Run, Section
 from innersight.report.summary import accuracy, class_name, predict, summarize
@@ -48,6 +49,9 @@ def build_report(
     progress: ProgressArg = None,
     title: str | None = None,
     runs: Sequence[Any] | None = None,
+    evaluate: bool = False,
+    metrics: Sequence[str] | str | None = None,
+    evaluate_inputs: int | None = 8,
 ) -> Report:
     """Run techniques on one or several models and collect a self-contained report.
 
@@ -71,6 +75,10 @@ def build_report(
             classes, the worst-explained inputs (lowest score) or an embedding's map. For
             other metrics, or a report of runs alone, see
             :func:`innersight.report.dataset_report`.
+        evaluate: add the section "How faithful is each technique on this model": each
+            model's heatmaps scored by ``metrics`` (see :mod:`innersight.metrics.report`).
+        metrics: metric names (a list or ``"a,b"``); None: deletion, insertion, randomization.
+        evaluate_inputs: score at most this many inputs per technique (None: all).
 
     Returns:
         A :class:`Report`; ``report.write("report.html")`` saves it. A technique that fails gets
@@ -80,6 +88,7 @@ def build_report(
     adapters = _adapters(model)
     chosen = _techniques(techniques)
     user_params = _check_params(params, chosen)
+    metric_names = check_metrics(metrics) if evaluate else ()
     x = (
         {key: prepare_inputs(a, inputs) for key, a in adapters.items()}
         if inputs is not None
@@ -114,7 +123,12 @@ def build_report(
         report.models.append(summary)
         report.versions.update(versions(adapter.backend))
         contexts[key] = Context(
-            summary.layers, summary.input_shape, num_classes, int(seed), _named(data_y, class_names)
+            summary.layers,
+            summary.input_shape,
+            num_classes,
+            int(seed),
+            _named(data_y, class_names),
+            _input_size(x.get(key) if x else data_x),
         )
     if x:
         first = next(iter(x.values()))
@@ -133,6 +147,14 @@ def build_report(
                 section.runs.append(run)
                 bar.update(1)
             report.sections.append(section)
+    if evaluate:
+        report.faithfulness = evaluate_models(
+            adapters,
+            report.sections,
+            metrics=metric_names,
+            max_inputs=evaluate_inputs,
+            progress=False if callable(progress) else progress,  # the callback counts runs
+        )
     report.notes = [str(f) for f in get_plugin_manager().failures]
     if runs:
         from innersight.report.dataset import dataset_view
@@ -263,6 +285,11 @@ def _named(y: np.ndarray | None, class_names: Sequence[str] | None) -> np.ndarra
     if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
         return y
     return np.asarray([str(class_names[int(v)]) for v in y])
+
+
+def _input_size(x: np.ndarray | None) -> tuple[int, ...] | None:
+    """The size of one input, ``(H, W, C)``, for models whose declared shape has a None."""
+    return None if x is None else tuple(int(d) for d in x.shape[1:])
 
 
 def _input_names(names: Sequence[str] | None, n: int) -> list[str]:

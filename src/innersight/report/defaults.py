@@ -59,6 +59,7 @@ class Context:
     num_classes: int | None
     seed: int
     dataset_labels: np.ndarray | None = None
+    input_size: tuple[int, ...] | None = None  # one report input's shape, (H, W, C)
 
 
 def _block_output(layers: Sequence[LayerRow], i: int) -> str:
@@ -75,7 +76,7 @@ def _block_output(layers: Sequence[LayerRow], i: int) -> str:
 
 
 def last_conv_layer(ctx: Context) -> str | None:
-    """The output of the last convolution block (the Grad-CAM / filter-maximization layer)."""
+    """The output of the last convolution block (the filter-maximization layer)."""
     spatial = [i for i, row in enumerate(ctx.layers) if len(row.output_shape) == 3]
     convs = [i for i in spatial if "conv" in ctx.layers[i].kind.lower()]
     pick = convs or spatial
@@ -95,9 +96,14 @@ def _classes(ctx: Context) -> list[int] | None:
 
 
 def _size(ctx: Context) -> tuple[int, ...] | None:
-    """The input shape, for generated images (torch models do not declare one)."""
+    """The input shape, for generated images: the declared one, else (torch models declare
+    none, a Keras ``Input((None, None, 3))`` has free sides) the size of the report's inputs."""
     shape = ctx.input_shape
-    return tuple(int(d) for d in shape) if shape and all(shape) else None  # type: ignore[arg-type]
+    if shape and all(shape):
+        return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    if ctx.input_size and (not shape or len(shape) == len(ctx.input_size)):
+        return ctx.input_size
+    return None
 
 
 def _occlusion_window(ctx: Context) -> int | None:
@@ -118,7 +124,7 @@ DEFAULTS: Mapping[str, Mapping[str, Default]] = {
     "smoothgrad": {"samples": 10},
     "integrated_gradients": {"steps": 24},
     "occlusion": {"window": _occlusion_window, "stride": _occlusion_stride},
-    "grad_cam": {"layer": last_conv_layer},
+    # grad_cam: the technique's own layer rule (the last spatial tensor before the classifier)
     "filter_maximization": {
         "layer": last_conv_layer,
         "filters": _filters,

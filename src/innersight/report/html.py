@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 from innersight.core.technique import to_jsonable
+from innersight.report.faithfulness import ANCHOR, render_faithfulness
 from innersight.report.records import (
     ERROR,
     OK,
@@ -94,6 +95,7 @@ def render_report(report: Report) -> str:
         *(_dataset(view, i) for i, view in enumerate(report.datasets)),
         _inputs(report),
         *(_section(sec) for sec in report.sections),
+        render_faithfulness(report.faithfulness),
         _environment(report),
         "</main></body></html>\n",
     ]
@@ -120,6 +122,8 @@ def _header(report: Report) -> str:
             "" if states == {OK} else f' <span class="badge">{esc("/".join(sorted(states)))}</span>'
         )
         links.append(f'<a href="#{esc(anchor(sec.technique))}">{esc(sec.technique)}</a>{badge}')
+    if report.faithfulness:
+        links.append(f'<a href="#{ANCHOR}">Faithfulness</a>')
     links.append('<a href="#environment">Environment</a>')
     return (
         f"<header><h1>{esc(report.title)}</h1>"

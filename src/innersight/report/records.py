@@ -155,6 +155,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     dataset_size: int = 0
     datasets: list[DatasetView] = field(default_factory=list)
+    #: ``{model key: FaithfulnessSection}`` (or an error message) with ``evaluate=True``.
+    faithfulness: dict[str, Any] = field(default_factory=dict)
 
     def section(self, technique: str) -> Section:
         """The section of ``technique`` (KeyError naming the ones present otherwise)."""
