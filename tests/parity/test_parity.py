@@ -146,7 +146,11 @@ def test_port_agrees(pairs, pair, technique):
         params["layer"] = LAST_CONV[pair]
     if "progress" in ins.techniques()[technique].parameters():
         params["progress"] = False
-    c = compare(technique, a, b, data if technique == "embeddings" else x, **params)
+    # Maximizations without example inputs: with them the images are clipped to the inputs'
+    # range, and clipped pixels tie in max-pooling windows, where the two frameworks route the
+    # gradient to different pixels (docs/comparison.md); the clipped path has its own tests.
+    inputs = None if technique.endswith("_maximization") else x
+    c = compare(technique, a, b, data if technique == "embeddings" else inputs, **params)
     assert c.a.meta["backend"] != c.b.meta["backend"]
     if technique in ("grad_cam", "filter_maximization", "embeddings"):  # B got A's layer, ported
         assert c.params_b["layer"] == port.layer_map(a, b)[c.a.params["layer"]]
