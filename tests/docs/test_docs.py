@@ -55,6 +55,7 @@ EXECUTED: dict[str, tuple[str, ...]] = {
     "report.md": ("torch", "keras", "tensorflow", "sklearn"),
     "demo.md": ("torch", "keras", "tensorflow", "sklearn"),
     "metrics.md": ("torch", "sklearn"),
+    "keras-backends.md": ("keras", "sklearn"),
     "dataset.md": ("torch", "sklearn", "pyarrow", "openTSNE", "pandas", "matplotlib"),
 }
 

@@ -65,6 +65,7 @@ class Capability(str, enum.Enum):
     LAYER_GRADIENTS = "layer_gradients"
     WEIGHTS = "weights"
     RELU_OVERRIDE = "relu_override"
+    CROPPED_FORWARD = "cropped_forward"
 
     def __str__(self) -> str:
         return self.value
@@ -123,6 +124,14 @@ class ModelAdapter(Protocol):
     d(sum of values)/d(activations) (Grad-CAM uses it). It is not a protocol member, so
     adapters without it still satisfy ``isinstance(obj, ModelAdapter)``; the core checks a
     technique's ``requires`` before the technique can call it.
+
+    Optional: adapters that declare ``cropped_forward`` can recompute a layer chain on cropped
+    regions (exact incremental occlusion) and implement ``crop_graph(input_shape) -> dict``
+    (the layers that can be recomputed on a crop, in backend-neutral terms) and
+    ``crop_session(x, sizes, *, tap=None) -> run``, which caches the activations of the
+    unoccluded images ``x`` and returns ``run(image_index, starts, patches)``: the outputs
+    (or ``tap``) of a batch of images whose input regions are replaced by ``patches``. The
+    dict keys and the region rules are in :mod:`innersight.plugins._incremental`.
     """
 
     backend: str

@@ -39,6 +39,7 @@ def test_wrap_returns_torch_adapter(wrap, small_weights, images):
         Capability.INPUT_GRADIENTS,
         Capability.LAYER_GRADIENTS,
         Capability.RELU_OVERRIDE,
+        Capability.CROPPED_FORWARD,
     }
     assert adapter.model is net
     assert wrap(adapter) is adapter

@@ -171,16 +171,123 @@ def test_override_leaves_no_mode_active(small_weights, images):
     assert torch.relu(torch.tensor([-1.0])).item() == 0.0
 
 
-def test_relu6_under_guided_is_refused_not_silently_plain():
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3),
-        torch.nn.ReLU6(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 10 * 10, 2),
-    ).eval()
-    x = np.random.default_rng(0).random((1, 12, 12, 3), dtype=np.float32)
+class RefClipped(torch.autograd.Function):
+    """clamp(x, 0, cap) with the guided/deconv rule written out: guided passes a positive
+    gradient only where 0 < y < cap, deconv passes max(grad, 0)."""
+
+    @staticmethod
+    def forward(ctx, x, cap, mode):
+        y = x.clamp(0, cap)
+        ctx.save_for_backward(y)
+        ctx.cap, ctx.mode = cap, mode
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        if ctx.mode == "deconv":
+            return g.clamp(min=0), None, None
+        keep = ((y > 0) & (y < ctx.cap) & (g > 0)).to(g.dtype)
+        return g * keep, None, None
+
+
+def clipped_net(act, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Flatten(), nn.Linear(4 * 10 * 10, 2)).eval()
+
+
+def clipped_reference(net, x, cap, mode):
+    p = {k: v.detach().double() for k, v in net.state_dict().items()}
+    t = torch.from_numpy(x.astype(np.float64)).permute(0, 3, 1, 2).requires_grad_(True)
+    h = RefClipped.apply(F.conv2d(t, p["0.weight"], p["0.bias"]), cap, mode)
+    out = F.linear(h.flatten(1), p["3.weight"], p["3.bias"])
+    (g,) = torch.autograd.grad(out[:, 0].sum(), [t])
+    return g.permute(0, 2, 3, 1).numpy()
+
+
+CLIPPED = {
+    "nn.ReLU6": (lambda: nn.ReLU6(), 6.0),
+    "nn.ReLU6(inplace)": (lambda: nn.ReLU6(inplace=True), 6.0),
+    "nn.Hardtanh(0, 6)": (lambda: nn.Hardtanh(0.0, 6.0), 6.0),
+    "nn.Hardtanh(0, 2.5)": (lambda: nn.Hardtanh(0.0, 2.5), 2.5),
+    "F.relu6": (lambda: Lambda(F.relu6), 6.0),
+    "F.hardtanh_(0, 6)": (lambda: Lambda(lambda t: F.hardtanh_(t, 0.0, 6.0)), 6.0),
+}
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+@pytest.mark.parametrize("mode", ["guided", "deconv"])
+@pytest.mark.parametrize("form", list(CLIPPED))
+def test_clipped_relus_get_the_keras_relu6_rule(form, mode):
+    make, cap = CLIPPED[form]
+    net = clipped_net(make())
+    # large inputs drive many units past the cap, where guided must block the gradient
+    x = np.random.default_rng(0).standard_normal((2, 12, 12, 3)).astype(np.float32) * 12
+    with torch.no_grad():
+        pre = net[0](torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert (pre > cap).float().mean() > 0.05 and (pre < 0).float().mean() > 0.05
     adapter = TorchAdapter(net)
-    adapter.value_and_grad(x, O.Logit(0))  # plain gradients work
-    for mode in ("guided", "deconv"):
-        with pytest.raises(CapabilityError, match=r"hardtanh \(nn.ReLU6 / nn.Hardtanh\) has no"):
-            adapter.value_and_grad(x, O.Logit(0), relu=mode)
+    _, grads = adapter.value_and_grad(x, O.Logit(0), relu=mode)
+    np.testing.assert_allclose(grads, clipped_reference(net, x, cap, mode), rtol=1e-4, atol=1e-6)
+    assert adapter.last_relu_report == {"overridden": 1, "not_overridden": {}}
+    _, plain = adapter.value_and_grad(x, O.Logit(0))
+    assert np.abs(plain - grads).max() > 1e-2
+
+
+def test_hardtanh_that_is_no_clipped_relu_keeps_its_plain_gradient_and_is_reported():
+    net = clipped_net(nn.Hardtanh())  # [-1, 1]: a tanh-like activation, not a ReLU
+    x = np.random.default_rng(0).random((2, 12, 12, 3), dtype=np.float32)
+    adapter = TorchAdapter(net)
+    _, guided = adapter.value_and_grad(x, O.Logit(0), relu="guided")
+    assert adapter.last_relu_report == {"overridden": 0, "not_overridden": {"Hardtanh": 1}}
+    _, plain = adapter.value_and_grad(x, O.Logit(0))
+    np.testing.assert_array_equal(guided, plain)
+
+
+@pytest.mark.parametrize("mode", ["guided", "deconv"])
+def test_relu6_guided_and_deconv_agree_with_keras_on_the_same_weights(small_weights, mode):
+    """The small net with every ReLU a ReLU6, in torch (nn.ReLU6) and Keras (relu6 activations,
+    ReLU(max_value=6)): the Keras backend's Relu6 override and the torch one give one answer."""
+    keras = pytest.importorskip("keras")
+    from innersight.backends.keras.adapter import KerasAdapter
+
+    net = models.torch_small(small_weights)
+    for name in ("relu1", "relu2", "relu3"):
+        setattr(net, name, nn.ReLU6())
+    k = keras.Sequential(
+        [
+            keras.Input(models.INPUT_SHAPE),
+            keras.layers.Conv2D(4, 3, activation="relu6", name="conv1"),
+            keras.layers.MaxPooling2D(2, name="pool1"),
+            keras.layers.Conv2D(6, 3, name="conv2"),
+            keras.layers.ReLU(max_value=6.0, name="relu2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(8, activation="relu6", name="fc1"),
+            keras.layers.Dense(3, name="fc2"),
+        ]
+    )
+    for name in ("conv1", "conv2", "fc1", "fc2"):
+        k.get_layer(name).set_weights(
+            [small_weights[f"{name}/kernel"], small_weights[f"{name}/bias"]]
+        )
+    x = (np.random.default_rng(3).random((4, 12, 12, 3), dtype=np.float32) - 0.3) * 12
+    with torch.no_grad():
+        h = net.conv1(torch.from_numpy(x).permute(0, 3, 1, 2))
+    assert (h > 6).float().mean() > 0.05  # the cap matters
+    t_adapter, k_adapter = TorchAdapter(net), KerasAdapter(k)
+    _, t_grads = t_adapter.value_and_grad(x, O.Logit(TARGETS), relu=mode)
+    _, k_grads = k_adapter.value_and_grad(x, O.Logit(TARGETS), relu=mode)
+    assert np.abs(k_grads).max() > 1e-3
+    np.testing.assert_allclose(t_grads, k_grads, rtol=1e-4, atol=1e-6)
+    assert t_adapter.last_relu_report["overridden"] == 3
+    assert k_adapter.last_relu_report["overridden"] == 3
+    _, plain = t_adapter.value_and_grad(x, O.Logit(TARGETS))
+    assert np.abs(plain - t_grads).max() > 1e-2

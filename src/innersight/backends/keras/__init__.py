@@ -1,9 +1,12 @@
-"""The Keras 3 backend plugin: serves built Sequential/Functional models on TensorFlow.
+"""The Keras 3 backend plugin: serves built Sequential/Functional models on TensorFlow, torch
+and JAX (whichever ``KERAS_BACKEND`` Keras was imported with).
 
-Importing this module imports neither keras nor TensorFlow: the hook looks at a model only when
-``keras`` is already in ``sys.modules`` (no Keras model can exist otherwise), and the adapter is
-imported on first use. The hook runs first (``tryfirst``) because a Keras-on-torch model is also a
-torch ``nn.Module`` and must not be served by the torch backend as one.
+Importing this module imports neither keras nor any backend framework: the hook looks at a model
+only when ``keras`` is already in ``sys.modules`` (no Keras model can exist otherwise), and the
+adapter and its backend's engine are imported on first use. The hook runs first (``tryfirst``)
+because a Keras-on-torch model is also a torch ``nn.Module`` and must be served by the Keras
+adapter, not by the torch backend as a plain module (the torch hook also declines any object
+whose class comes from keras).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any
 from innersight.core.errors import CapabilityError, InputError
 from innersight.core.markers import hookimpl
 
-__all__ = ["innersight_wrap_model"]
+__all__ = ["SUPPORTED", "innersight_wrap_model"]
+
+#: The Keras backends the adapter serves (see :data:`.adapter.BACKENDS`).
+SUPPORTED = ("tensorflow", "torch", "jax")
 
 
 @hookimpl(tryfirst=True)
@@ -26,11 +32,11 @@ def innersight_wrap_model(model: Any, options: Mapping[str, Any]) -> Any:
     if layer_type is None or not isinstance(model, layer_type):
         return None
     backend = keras.backend.backend()
-    if backend != "tensorflow":
+    if backend not in SUPPORTED:
         raise CapabilityError(
             f"Keras model {model.name!r} runs on the {backend!r} backend; innersight supports "
-            "only the TensorFlow backend for now. Set KERAS_BACKEND=tensorflow before importing "
-            "keras"
+            f"the {', '.join(SUPPORTED)} backends. Set KERAS_BACKEND to one of them before "
+            "importing keras (e.g. KERAS_BACKEND=jax)"
         )
     if not isinstance(model, keras.Model):
         raise InputError(

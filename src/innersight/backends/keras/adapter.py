@@ -1,15 +1,20 @@
-"""KerasAdapter: Keras 3 models on the TensorFlow backend, seen through the ModelAdapter protocol.
+"""KerasAdapter: Keras 3 models on TensorFlow, torch or JAX, seen through the ModelAdapter protocol.
 
-Sequential and Functional models (built, one input, one output) are served. Every request runs
-as ONE call of a cached ``tf.function`` around a functional sub-model of the user's model (see
-:mod:`.compiled`); the user's model, layers, activations and weights are never changed.
+Sequential and Functional models (built, one input, one output) are served on every Keras 3
+backend. Every request runs as ONE call of a cached function around a functional sub-model of
+the user's model, built by the engine of the backend the model runs on: a ``tf.function``
+(:mod:`.compiled`), an eager torch pass with autograd (:mod:`.torch_engine`) or a ``jax.jit`` of
+``stateless_call`` (:mod:`.jax_engine`). The user's model, layers, activations and weights are
+never changed; what is checked before anything runs (targets, taps, ReLU forms, options) is the
+same on every backend.
 
-Overhead, measured at batch 1 on the reference convnet (150x150x3: 4x Conv2D(relu)+MaxPool,
-Dense(512, relu), Dense(2); 3.45 M parameters), 2 vCPUs, TF 2.21 / Keras 3.15. Baseline: a raw
-``tf.function(input_signature=[(None, 150, 150, 3)])`` around ``model(x, training=False)`` (and a
-``GradientTape`` for the gradient) called with numpy, results converted with ``.numpy()``. Calls
-interleaved, 300-400 rounds, median per call; the VM is shared, so only ratios within one run
-mean anything:
+Overhead of the TensorFlow engine, measured at batch 1 on the reference convnet (150x150x3: 4x
+Conv2D(relu)+MaxPool, Dense(512, relu), Dense(2); 3.45 M parameters), 2 vCPUs, TF 2.21 / Keras
+3.15 (the other engines: docs/keras-backends.md, benchmarks/bench_keras_backends.py).
+Baseline: a raw ``tf.function(input_signature=[(None, 150, 150, 3)])`` around
+``model(x, training=False)`` (and a ``GradientTape`` for the gradient) called with numpy, results
+converted with ``.numpy()``. Calls interleaved, 300-400 rounds, median per call; the VM is
+shared, so only ratios within one run mean anything:
 
 ============================  ===========  ===========  =========
 call                          raw          adapter      overhead
@@ -30,14 +35,15 @@ check) and index checks.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-from innersight.backends.keras import compiled
 from innersight.backends.keras.errors import model_call
 from innersight.backends.keras.graph import (
     LogitsPlan,
@@ -46,6 +52,7 @@ from innersight.backends.keras.graph import (
     read_graph,
     unknown,
 )
+from innersight.backends.keras.requests import FunctionCache, GradRequest, shape_probe
 from innersight.core.adapter import (
     LOGITS,
     BaseAdapter,
@@ -65,10 +72,21 @@ from innersight.core.objectives import (
     per_sample,
 )
 
-__all__ = ["OPTIONS", "KerasAdapter"]
+__all__ = ["BACKENDS", "OPTIONS", "KerasAdapter", "engine_for"]
 
 OPTIONS = ("logits",)
 _LOGITS_VALUES = ("auto", True, False)
+#: Keras backend -> the engine module that builds and runs its functions.
+BACKENDS = {
+    "tensorflow": "innersight.backends.keras.compiled",
+    "torch": "innersight.backends.keras.torch_engine",
+    "jax": "innersight.backends.keras.jax_engine",
+}
+
+
+def engine_for(backend: str) -> ModuleType:
+    """The engine module for a Keras backend name (imported on first use)."""
+    return importlib.import_module(BACKENDS[backend])
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +101,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 class KerasAdapter(BaseAdapter):
-    """ModelAdapter for a built Keras 3 Sequential/Functional model (TensorFlow backend).
+    """ModelAdapter for a built Keras 3 Sequential/Functional model (TensorFlow, torch, JAX).
 
     Args:
         model: the Keras model; it is never modified.
@@ -102,8 +120,10 @@ class KerasAdapter(BaseAdapter):
     (by Keras name: ``silu``, ``gelu``, ``hard_silu``, ``sigmoid``, ...) kept their plain
     gradient (see :mod:`.activations`); None after a ``relu="plain"`` call.
 
-    Traced functions are cached on the instance, at most :data:`compiled.CACHE_SIZE` of them
+    Traced functions are cached on the instance, at most :data:`.requests.CACHE_SIZE` of them
     (least recently used dropped; each holds one functional sub-model of the user's model).
+    ``keras_backend`` names the backend the model runs on ("tensorflow", "torch" or "jax"),
+    fixed when Keras was imported (``KERAS_BACKEND``).
 
     Threads: one adapter may be shared by several threads (``innersight.explain`` on the same
     model shares its cached adapter). Every public method (``forward`` and so
@@ -130,8 +150,10 @@ class KerasAdapter(BaseAdapter):
             raise InputError(f"logits={logits!r} is not valid; use 'auto', True or False")
         self.model = model
         self.logits = logits
+        self.keras_backend = str(keras.backend.backend())
+        self._engine = engine_for(self.keras_backend)
         self._lock = threading.RLock()
-        self._cache = compiled.FunctionCache()
+        self._cache = FunctionCache()
         self.last_relu_report: dict[str, Any] | None = None
         self._load()
 
@@ -144,7 +166,6 @@ class KerasAdapter(BaseAdapter):
         self._graph: ModelGraph = read_graph(self.model)
         self._plan: LogitsPlan = plan_logits(self._graph, self.logits)
         self._functional = getattr(self.model, "_functional", self.model)
-        self._spec = tf.TensorSpec((None, *self._graph.input.shape[1:]), tf.float32)
         self._infos: tuple[LayerInfo, ...] | None = None
         self._warned = False
         self._hidden: str | None = None
@@ -203,13 +224,17 @@ class KerasAdapter(BaseAdapter):
                 self._check_logits()
                 if self._plan.dense is not None:
                     dense[order.index(LOGITS)] = self._plan.dense
-            with model_call(self.name):
+            with self._model_call():
                 fn = self._cache.get(
-                    key, lambda: compiled.make_forward(graph.input, tensors, self._spec, dense)
+                    key, lambda: self._engine.make_forward(graph.input, tensors, dense)
                 )
                 outs = fn(x)
-        acts = {n: outs[order.index(n)].numpy() for n in names}
-        return ForwardResult(outputs=outs[-1].numpy(), activations=acts)
+        numpy = self._engine.to_numpy
+        acts = {n: numpy(outs[order.index(n)]) for n in names}
+        return ForwardResult(outputs=numpy(outs[-1]), activations=acts)
+
+    def _model_call(self) -> Any:
+        return model_call(self.name, self.keras_backend)
 
     def check_taps(self, taps: Iterable[str]) -> tuple[str, ...]:
         """Layer names, LOGITS and input taps, validated, unique, in request order."""
@@ -238,9 +263,8 @@ class KerasAdapter(BaseAdapter):
         with self._lock:
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=None)
             self._check_float_input()
-            with model_call(self.name):
-                values, grads = self._grad_fn(req, key)(x, idx, crop)
-        return values.numpy(), grads.numpy()
+            values, grads = self._run_grad(req, key, x, idx, crop)
+        return self._engine.to_numpy(values), self._engine.to_numpy(grads)
 
     def layer_value_and_grad(
         self, x: np.ndarray, objective: Objective, layer: str, *, relu: str = "plain"
@@ -254,16 +278,28 @@ class KerasAdapter(BaseAdapter):
             self.layer_info(layer)
             wrt = self._sync().tensor(layer)
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=wrt)
-            with model_call(self.name):
-                values, acts, grads = self._grad_fn(req, (*key, layer))(x, idx, crop)
-        return values.numpy(), acts.numpy(), grads.numpy()
+            values, acts, grads = self._run_grad(req, (*key, layer), x, idx, crop)
+        numpy = self._engine.to_numpy
+        return numpy(values), numpy(acts), numpy(grads)
 
-    def _grad_fn(self, req: compiled.GradRequest, key: tuple[Any, ...]) -> Any:
-        fn = self._cache.get(key, lambda: compiled.make_grad(self._graph.input, req, self._spec))
+    def _run_grad(self, req: GradRequest, key: tuple[Any, ...], *args: Any) -> Any:
+        """One call of the request's cached gradient function (built on a miss).
+
+        Engines that trace lazily (JAX) or run eagerly (torch) learn about a softmax hidden in
+        the last layer and about the ReLUs they overrode only while running, so both are read
+        after the call; ``last_relu_report`` stays None when the call fails.
+        """
+        make = self._engine.make_grad
+        self.last_relu_report = None
+        with self._model_call():
+            fn = self._cache.get(key, lambda: make(self._graph.input, req, self.name))
+            if req.kind == "logit":
+                self._check_logits()
+            out = fn(*args)
         if req.kind == "logit":
             self._check_logits()
         self.last_relu_report = fn.relu_report
-        return fn
+        return out
 
     def _request(self, x: Any, objective: Any, relu: str, wrt: Any) -> tuple[Any, ...]:
         """Validated ``(x, per-sample indices, crop, GradRequest, cache key)``."""
@@ -286,7 +322,7 @@ class KerasAdapter(BaseAdapter):
         idx = per_sample(objective.index, x.shape[0], what="target")
         self._check_targets(idx, x)
         report = self._hidden_probabilities if plan.check_output else None
-        req = compiled.GradRequest("logit", plan.tensor, plan.dense, wrt, relu, report)
+        req = GradRequest("logit", plan.tensor, plan.dense, wrt, relu, report)
         return idx, np.int32(0), req, ("grad", "logit", None, relu)
 
     def _layer_request(
@@ -302,7 +338,7 @@ class KerasAdapter(BaseAdapter):
         else:
             idx = neuron_flat_index(objective, shape, x.shape[0])
         kind = type(objective).__name__.lower()
-        req = compiled.GradRequest(kind, target, None, wrt, relu)
+        req = GradRequest(kind, target, None, wrt, relu)
         return idx, crop, req, ("grad", kind, objective.layer, relu)
 
     def _check_targets(self, idx: np.ndarray, x: np.ndarray) -> None:
@@ -347,8 +383,8 @@ class KerasAdapter(BaseAdapter):
         if None not in shape:
             return tuple(int(d) for d in shape)
         key = ("shape", id(tensor))
-        with model_call(self.name):
-            probe = self._cache.get(key, lambda: compiled.shape_probe(self._graph.input, tensor))
+        with self._model_call():
+            probe = self._cache.get(key, lambda: shape_probe(self._graph.input, tensor))
             shape = probe((1, *x.shape[1:]))
         return tuple(int(d) for d in shape[1:])
 

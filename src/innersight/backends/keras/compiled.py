@@ -1,4 +1,4 @@
-"""The traced TensorFlow functions behind the Keras adapter, and the per-adapter cache.
+"""The TensorFlow engine of the Keras adapter: traced tf.functions, one per request.
 
 Each function wraps one functional sub-model ``keras.Model(model.input, [...])`` of the user's
 model in a ``tf.function`` whose input signature has a ``None`` batch axis, so one trace serves
@@ -20,7 +20,6 @@ is made, before it enters the cache, so a failed trace leaves nothing behind.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,13 @@ import tensorflow as tf
 
 from innersight.backends.keras.activations import plain_activations
 from innersight.backends.keras.relu import check_model_relus, relu_override
+from innersight.backends.keras.requests import (
+    CACHE_SIZE,
+    FunctionCache,
+    GradRequest,
+    dense_preactivation,
+    shape_probe,
+)
 
 __all__ = [
     "CACHE_SIZE",
@@ -39,50 +45,21 @@ __all__ = [
     "make_forward",
     "make_grad",
     "shape_probe",
+    "to_numpy",
 ]
-
-CACHE_SIZE = 16
-"""Traced functions (each with its sub-model) kept per adapter, least recently used dropped.
-
-Keys are what a request needs traced: ``("forward", taps)``, ``("grad", kind, layer, relu)``
-(plus the layer of a layer gradient) and ``("shape", tensor id)``; targets, crops and batch
-sizes are tensors, so they never add keys. 16 covers the requests of every built-in technique
-on one model at once; a program tapping ever new layer sets stays bounded at 16 traces."""
 
 _INDEX_SPEC = tf.TensorSpec([None], tf.int64)
 _CROP_SPEC = tf.TensorSpec([], tf.int32)
 
 
-class FunctionCache:
-    """A small LRU of traced functions, owned by one adapter (never global).
+def to_numpy(t: Any) -> Any:
+    """A result tensor of this engine as numpy."""
+    return t.numpy()
 
-    At most ``size`` entries (default :data:`CACHE_SIZE`); ``len()`` says how many are held.
-    Not thread-safe on its own: the owning :class:`~.adapter.KerasAdapter` serialises every
-    access with its per-adapter lock.
-    """
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self.size = size
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-
-    def get(self, key: Any, make: Callable[[], Any]) -> Any:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = make()  # a failed trace raises here and caches nothing
-        self._items[key] = value
-        if len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def values(self) -> list[Any]:
-        return list(self._items.values())
+def _spec(inp: Any) -> tf.TensorSpec:
+    """The input signature: the model's input shape with a None batch axis, float32."""
+    return tf.TensorSpec((None, *inp.shape[1:]), tf.float32)
 
 
 @dataclass(frozen=True)
@@ -106,18 +83,11 @@ class Traced:
         return self.concrete(*(tf.constant(a) for a in args))
 
 
-def shape_probe(inp: Any, tensor: Any) -> Any:
-    """``input shape -> output shape`` of ``tensor``, by Keras' symbolic shape inference."""
-    return keras.Model(inp, tensor).compute_output_shape
-
-
 def _float32(t: Any) -> Any:
     return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
 
 
-def make_forward(
-    inp: Any, tensors: Sequence[Any], spec: tf.TensorSpec, dense: Mapping[int, Any] | None = None
-) -> Any:
+def make_forward(inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any] | None = None) -> Any:
     """A traced ``x -> [tensor values...]`` (float32) through ONE pass of a sub-model.
 
     ``dense`` maps positions in ``tensors`` to a Dense layer whose pre-activation is returned
@@ -126,41 +96,13 @@ def make_forward(
     sub = keras.Model(inp, list(tensors))
     heads = dict(dense or {})
 
-    @tf.function(input_signature=[spec], autograph=False)
+    @tf.function(input_signature=[_spec(inp)], autograph=False)
     def forward(x: Any) -> list[Any]:
         outs = tf.nest.flatten(sub(x, training=False))
-        outs = [_dense_preactivation(heads[i], t) if i in heads else t for i, t in enumerate(outs)]
+        outs = [dense_preactivation(heads[i], t) if i in heads else t for i, t in enumerate(outs)]
         return [_float32(t) for t in outs]
 
     return Traced.of(forward)
-
-
-@dataclass(frozen=True)
-class GradRequest:
-    """What one traced gradient function computes.
-
-    Attributes:
-        kind: "logit", "channel" or "neuron".
-        target: KerasTensor the objective reads (logits source, or the objective's layer).
-        dense: a Dense layer whose pre-activation is applied to ``target`` (logits="auto").
-        wrt: KerasTensor of the layer to differentiate w.r.t.; None for the input.
-        relu: "plain", "guided" or "deconv".
-        on_probabilities: called with the op type when the traced target turns out to be a
-            Softmax/Sigmoid op hidden inside a layer (Logit objectives); None: no check.
-    """
-
-    kind: str
-    target: Any
-    dense: Any = None
-    wrt: Any = None
-    relu: str = "plain"
-    on_probabilities: Callable[[str], None] | None = None
-
-
-def _dense_preactivation(layer: Any, h: Any) -> Any:
-    # Dense.call without the activation, on the layer's live variables (nothing copied).
-    z = keras.ops.matmul(h, layer.kernel)
-    return z if layer.bias is None else keras.ops.add(z, layer.bias)
 
 
 def _flat_gather(t: Any, idx: Any) -> Any:
@@ -192,20 +134,20 @@ def _check_probabilities(t: Any, report: Callable[[str], None]) -> None:
         report(op.type)
 
 
-def make_grad(inp: Any, req: GradRequest, spec: tf.TensorSpec) -> Any:
+def make_grad(inp: Any, req: GradRequest, model_name: str = "") -> Any:
     """A traced ``(x, idx, crop) -> (values, [activations,] grads)`` for one request."""
     outputs = [req.target] if req.wrt is None else [req.wrt, req.target]
     sub = keras.Model(inp, outputs)
     check_model_relus(sub, req.relu)
     counts: dict[str, int] = {}
 
-    @tf.function(input_signature=[spec, _INDEX_SPEC, _CROP_SPEC], autograph=False)
+    @tf.function(input_signature=[_spec(inp), _INDEX_SPEC, _CROP_SPEC], autograph=False)
     def grad(x: Any, idx: Any, crop: Any) -> tuple[Any, ...]:
         with relu_override(req.relu, counts):
             outs = tf.nest.flatten(sub(x, training=False))
             target = outs[-1]
             if req.dense is not None:
-                target = _dense_preactivation(req.dense, target)
+                target = dense_preactivation(req.dense, target)
         if req.on_probabilities is not None:
             _check_probabilities(target, req.on_probabilities)
         values = objective_values(req.kind, target, idx, crop)

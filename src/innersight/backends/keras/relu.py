@@ -27,14 +27,12 @@ plain gradient (it is part of a smooth-ish gate, not a ReLU of the network).
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
-from innersight.core.errors import CapabilityError
+from innersight.backends.keras.relu_forms import check_model_relus, refuse
 
 __all__ = ["check_forward_ops", "check_model_relus", "relu_override"]
 
@@ -43,9 +41,6 @@ _OVERRIDES = {
     "deconv": {"Relu": "InnersightDeconvRelu", "Relu6": "InnersightDeconvRelu"},
 }
 _RELU_OPS = ("Relu", "Relu6")
-# Layer / operation / activation names (lower case, no "_") of ReLU variants with a slope or a
-# threshold: their gradient is not a ReLU's, and guided/deconv have no agreed meaning for them.
-_NOT_PLAIN = frozenset({"leakyrelu", "prelu", "thresholdedrelu", "crelu"})
 _CALL_OPS = frozenset(
     {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf"}
     | {"Case", "StatelessCase"}
@@ -124,59 +119,11 @@ def _in_hard_sigmoid(op: Any) -> bool:
     )
 
 
-# -- what cannot be covered -------------------------------------------------------------------
-def _relu_problem(name: str, obj: Any) -> str | None:
-    """Why ``obj`` (a layer, an operation or an activation function) is an unsupported ReLU."""
-    kind = name.lower().replace("_", "")
-    if kind in _NOT_PLAIN:
-        return f"{name} is not a plain ReLU"
-    if kind not in ("relu", "relu6"):
-        return None
-    slope = float(getattr(obj, "negative_slope", 0.0) or 0.0)
-    threshold = float(getattr(obj, "threshold", 0.0) or 0.0)
-    if slope or threshold:
-        return f"{name} has negative_slope={slope}, threshold={threshold}"
-    return None
-
-
-def _activation_problem(fn: Any) -> str | None:
-    if isinstance(fn, functools.partial):
-        kw = dict(fn.keywords)
-        base = getattr(fn.func, "__name__", "")
-        if base == "relu" and (kw.get("negative_slope", 0) or kw.get("threshold", 0)):
-            return f"activation relu({', '.join(f'{k}={v}' for k, v in kw.items())})"
-        return _relu_problem(base, fn)
-    return _relu_problem(getattr(fn, "__name__", ""), fn)
-
-
-def _operations(model: Any) -> Iterator[Any]:
-    """Every layer and operation of a functional graph, nested models included."""
-    if isinstance(model, keras.Sequential) and getattr(model, "_functional", None) is not None:
-        model = model._functional
-    ops: Any = getattr(model, "_operations", None) or getattr(model, "layers", ())
-    for op in ops:
-        yield op
-        if isinstance(op, keras.Model):
-            yield from _operations(op)
-
-
-def check_model_relus(model: Any, mode: str) -> None:
-    """CapabilityError when ``model`` (a sub-model) holds a ReLU form ``mode`` cannot cover."""
-    if mode == "plain":
-        return
-    for op in _operations(model):
-        problem = _relu_problem(type(op).__name__, op)
-        if problem is None and callable(getattr(op, "activation", None)):
-            problem = _activation_problem(op.activation)
-        if problem is not None:
-            _refuse(mode, f"{getattr(op, 'name', op)!r}: {problem}")
-
-
 def check_forward_ops(graph: Any, ops: Sequence[Any], mode: str) -> None:
     """Every ReLU op of a traced forward must carry the override; none may hide in a function."""
     expected = _OVERRIDES[mode]
     if any(op.type in _CALL_OPS for op in ops) and _nested_relu(graph):
-        _refuse(mode, "a ReLU runs inside a nested function or control flow (e.g. an RNN)")
+        refuse(mode, "a ReLU runs inside a nested function or control flow (e.g. an RNN)")
     for op in ops:
         if op.type in _RELU_OPS:
             try:
@@ -184,19 +131,11 @@ def check_forward_ops(graph: Any, ops: Sequence[Any], mode: str) -> None:
             except ValueError:
                 tag = ""
             if tag != expected[op.type]:
-                _refuse(mode, f"op {op.name!r} was created outside the override")
+                refuse(mode, f"op {op.name!r} was created outside the override")
         elif op.type == "LeakyRelu":
-            _refuse(mode, f"op {op.name!r} is a leaky ReLU")
+            refuse(mode, f"op {op.name!r} is a leaky ReLU")
 
 
 def _nested_relu(graph: Any) -> bool:
     library = graph.as_graph_def().library
     return any(node.op in _RELU_OPS for f in library.function for node in f.node_def)
-
-
-def _refuse(mode: str, what: str) -> None:
-    raise CapabilityError(
-        f"relu={mode!r} cannot be applied exactly to this Keras model: {what}. Only plain ReLUs "
-        "(activation='relu', keras.layers.ReLU(), relu6) can be overridden; use relu='plain' "
-        "for ordinary gradients"
-    )

@@ -118,6 +118,7 @@ class TorchAdapter(GradientPasses, BaseAdapter):
             Capability.INPUT_GRADIENTS,
             Capability.LAYER_GRADIENTS,
             Capability.RELU_OVERRIDE,
+            Capability.CROPPED_FORWARD,
         }
     )
 
@@ -277,6 +278,21 @@ class TorchAdapter(GradientPasses, BaseAdapter):
                 "that picks it (e.g. the logits of a tuple or dict)"
             )
         return out
+
+    # -- cropped forwards (exact incremental occlusion, see :mod:`.incremental`) -------------
+    def crop_graph(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The layers that can be recomputed on a crop, for channels-last ``input_shape``."""
+        from . import incremental  # torch.fx, only when asked
+
+        return incremental.crop_graph(self, input_shape)
+
+    def crop_session(
+        self, x: np.ndarray, sizes: Any, *, tap: str | None = None
+    ) -> Callable[..., np.ndarray]:
+        """Cache the activations of ``x``; return the cropped run (:mod:`.incremental_run`)."""
+        from . import incremental
+
+        return incremental.crop_session(self, x, sizes, tap)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _prepare(self, x: Any) -> np.ndarray:

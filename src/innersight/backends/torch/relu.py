@@ -10,10 +10,18 @@ the return value of ``x.relu_()`` still works) and whose backward is
 * guided (Springenberg et al.): ``grad * (x > 0) * (grad > 0)``
 * deconv (Zeiler & Fergus):     ``max(grad, 0)``
 
+Clipped ReLUs get the same rule as in the Keras backend: ``nn.ReLU6``/``F.relu6`` and every
+``nn.Hardtanh``/``F.hardtanh`` whose lower bound is 0 (a ReLU capped at ``max_val``) pass a
+guided gradient only where ``0 < y < max_val`` (the cap blocks it as the plain gradient does), and
+a deconv gradient ``max(grad, 0)``. They count as overridden. A Hardtanh with any other lower
+bound (the default ``[-1, 1]``) is not a ReLU: it keeps its plain gradient and is reported as
+``"Hardtanh"``.
+
 Detection: a ReLU that runs below Python (TorchScript, ``torch.compile``d code, a C++
 extension) cannot be intercepted. A :class:`TorchDispatchMode` watches the dispatcher for
-``aten.relu``/``aten.relu_`` during the same pass; the override Functions compute with
-``clamp_min`` so any ReLU seen there escaped, and the call fails with a CapabilityError instead
+``aten.relu``/``aten.relu_`` (and ``aten.hardtanh`` with lower bound 0, where ReLU6 ends up)
+during the same pass; the override Functions compute with ``clamp_min``/``clamp`` so any ReLU
+seen there escaped, and the call fails with a CapabilityError instead
 of returning plain gradients labelled guided. ReLUs written as ``clamp``/``maximum``/``where``
 are not ReLU calls and keep their plain gradient (documented limitation).
 
@@ -90,9 +98,62 @@ class _DeconvReluInplace(torch.autograd.Function):
     backward = _DeconvRelu.backward
 
 
+class _GuidedClippedRelu(torch.autograd.Function):
+    """``clamp(x, 0, cap)``; guided backward: positive gradient where ``0 < y < cap``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cap: float) -> torch.Tensor:
+        out = x.clamp(0, cap)
+        ctx.save_for_backward(out)
+        ctx.cap = cap
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (out,) = ctx.saved_tensors
+        keep = (out > 0) & (out < ctx.cap)
+        return torch.where(keep, grad.clamp_min(0), torch.zeros_like(grad)), None
+
+
+class _GuidedClippedReluInplace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cap: float) -> torch.Tensor:
+        x.clamp_(0, cap)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.cap = cap
+        return x
+
+    backward = _GuidedClippedRelu.backward
+
+
+class _DeconvClippedRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cap: float) -> torch.Tensor:
+        return x.clamp(0, cap)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.clamp_min(0), None
+
+
+class _DeconvClippedReluInplace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cap: float) -> torch.Tensor:
+        x.clamp_(0, cap)
+        ctx.mark_dirty(x)
+        return x
+
+    backward = _DeconvClippedRelu.backward
+
+
 _FUNCTIONS = {
     "guided": (_GuidedRelu, _GuidedReluInplace),
     "deconv": (_DeconvRelu, _DeconvReluInplace),
+}
+_CLIPPED_FUNCTIONS = {
+    "guided": (_GuidedClippedRelu, _GuidedClippedReluInplace),
+    "deconv": (_DeconvClippedRelu, _DeconvClippedReluInplace),
 }
 _OUT_OF_PLACE = {
     F.relu,
@@ -108,10 +169,11 @@ _IN_PLACE = {
     torch.ops.aten.relu_,
     torch.ops.aten.relu_.default,
 }
-# Clipped ReLUs that look like ReLUs to a reader but are not ReLU calls: refused rather than
-# silently left plain (the Keras backend overrides Relu6; here it is not implemented yet).
-_UNSUPPORTED = {F.relu6, F.hardtanh, F.hardtanh_}
+# Clipped ReLUs: relu6 is hardtanh(x, 0, 6); a hardtanh with min_val 0 is a ReLU capped at max_val.
+_RELU6 = {F.relu6}
+_HARDTANH = {F.hardtanh, F.hardtanh_}
 _ATEN_RELU = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+_ATEN_HARDTANH = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
 # Other nonlinear activations, by the name of their nn module: they keep their plain gradient.
 _OTHER_KINDS: dict[str, tuple[Any, ...]] = {
     "SiLU": (F.silu,),
@@ -129,6 +191,7 @@ _OTHER_KINDS: dict[str, tuple[Any, ...]] = {
     "Softsign": (F.softsign,),
     "LogSigmoid": (F.logsigmoid,),
     "GLU": (F.glu,),
+    "Hardtanh": (F.hardtanh, F.hardtanh_),  # only those that are no clipped ReLU (min_val != 0)
     "Sigmoid": (torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_),
     "Tanh": (torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_),
 }
@@ -156,12 +219,33 @@ def _relu_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
     return x, inplace
 
 
+def _clipped_relu_call(
+    func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, float, bool] | None:
+    """(input, cap, in_place) when the call is a ReLU clipped at ``cap`` (relu6, hardtanh(0, c))."""
+    try:
+        if func not in _RELU6 and func not in _HARDTANH:
+            return None
+    except TypeError:  # an unhashable callable is not one of ours
+        return None
+    x = args[0] if args else kwargs.get("input")
+    if func in _RELU6:
+        return x, 6.0, bool(args[1] if len(args) > 1 else kwargs.get("inplace", False))
+    names = ("min_val", "max_val", "inplace")
+    given = dict(zip(names, args[1:], strict=False)) | {k: kwargs[k] for k in names if k in kwargs}
+    low, cap = float(given.get("min_val", -1.0)), float(given.get("max_val", 1.0))
+    if low != 0.0 or cap <= 0.0:
+        return None  # a hardtanh that is no clipped ReLU: plain gradient, reported
+    return x, cap, func is F.hardtanh_ or bool(given.get("inplace", False))
+
+
 class _ReluOverride(TorchFunctionMode):
     """Answers ReLU calls with the guided/deconv Functions; everything else runs unchanged."""
 
     def __init__(self, mode: str, report: ReluReport) -> None:
         super().__init__()
         self.out_of_place, self.in_place = _FUNCTIONS[mode]
+        self.clipped, self.clipped_in_place = _CLIPPED_FUNCTIONS[mode]
         self.report = report
 
     def __torch_function__(
@@ -172,22 +256,27 @@ class _ReluOverride(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _UNSUPPORTED:
-            raise CapabilityError(
-                f"{getattr(func, '__name__', func)} (nn.ReLU6 / nn.Hardtanh) has no guided or "
-                "deconv rule in the torch backend, so the gradient would silently be a plain "
-                "one; use relu='plain', or a model with nn.ReLU"
-            )
         call = _relu_call(func, args, kwargs)
         if call is not None and isinstance(call[0], torch.Tensor):
             self.report["overridden"] += 1
             fn = self.in_place if call[1] else self.out_of_place
             return fn.apply(call[0])
+        clipped = _clipped_relu_call(func, args, kwargs)
+        if clipped is not None and isinstance(clipped[0], torch.Tensor):
+            self.report["overridden"] += 1
+            fn = self.clipped_in_place if clipped[2] else self.clipped
+            return fn.apply(clipped[0], clipped[1])
         kind = _other_activation(func)
         if kind is not None:
             plain = self.report["not_overridden"]
             plain[kind] = plain.get(kind, 0) + 1
         return func(*args, **kwargs)
+
+
+def _clips_at_zero(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bool:
+    """An aten hardtanh call whose lower bound is 0: a ReLU6-like clamp (the overrides clamp)."""
+    low = args[1] if len(args) > 1 else (kwargs or {}).get("min_val", -1.0)
+    return float(low) == 0.0
 
 
 class _EscapeWatch(TorchDispatchMode):
@@ -204,7 +293,7 @@ class _EscapeWatch(TorchDispatchMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        if func in _ATEN_RELU:
+        if func in _ATEN_RELU or (func in _ATEN_HARDTANH and _clips_at_zero(args, kwargs)):
             self.escaped += 1
         return func(*args, **(kwargs or {}))
 
