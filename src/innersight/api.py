@@ -12,9 +12,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from innersight.core.adapter import ModelAdapter, _as_array, check_input_array, is_dataset
+from innersight.core.adapter import (
+    ModelAdapter,
+    _as_array,
+    check_input_array,
+    is_dataset,
+    require_capabilities,
+    shaped_layers,
+)
 from innersight.core.errors import (
-    CapabilityError,
     InnersightError,
     InputError,
     PluginError,
@@ -170,14 +176,7 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     tech = get_technique(technique)
     check_params(tech, params)
     adapter = wrap(model)
-    missing = sorted(
-        str(c) for c in tech.requires if c not in {str(k) for k in adapter.capabilities}
-    )
-    if missing:
-        raise CapabilityError(
-            f"technique {tech.name!r} needs {', '.join(missing)}, which the {adapter.backend} "
-            f"adapter for {adapter.name} does not provide; pick another technique or backend"
-        )
+    require_capabilities(f"technique {tech.name!r}", tech.requires, adapter)
     x: np.ndarray | None = None
     if inputs is not None or tech.needs_inputs:
         if inputs is None:
@@ -186,6 +185,7 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
             x = inputs  # read batch by batch by the technique, which validates each batch
         else:
             x = prepare_inputs(adapter, inputs)
+            shaped_layers(adapter, x[:1])  # plugins see output shapes in model.layers()
     t0 = time.perf_counter()
     result = _run(tech, adapter, x, params)
     elapsed = time.perf_counter() - t0
@@ -217,7 +217,7 @@ def _run(tech: Technique, adapter: ModelAdapter, x: Any, params: Any) -> Any:
     as what they are.
     """
     try:
-        return tech.explain(adapter, x, **params)
+        return tech.run(adapter, x, **params)
     except InnersightError:
         raise
     except Exception as err:
@@ -404,13 +404,7 @@ def _check_metric_params(metric: Metric, params: Mapping[str, Any]) -> None:
 
 
 def _check_capabilities(metric: Metric, adapter: ModelAdapter) -> None:
-    have = {str(k) for k in adapter.capabilities}
-    missing = sorted(str(c) for c in metric.requires if str(c) not in have)
-    if missing:
-        raise CapabilityError(
-            f"metric {metric.name!r} needs {', '.join(missing)}, which the {adapter.backend} "
-            f"adapter for {adapter.name} does not provide; pick another metric or backend"
-        )
+    require_capabilities(f"metric {metric.name!r}", metric.requires, adapter)
 
 
 def _explanation_for(

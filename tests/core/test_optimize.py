@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from innersight.core import InputError, Progress
-from innersight.core.ascent import AscentOptions, image_shape, starting_images
-from innersight.core.optimize import ascend, l2_penalty
-from innersight.core.param import FFTParam, PixelParam, make_param
-from innersight.core.transforms import Compose, RandomTransforms, Roll, Warp
+from innersight.featurevis.ascent import AscentOptions, image_shape, starting_images
+from innersight.featurevis.optimize import ascend, l2_penalty
+from innersight.featurevis.param import FFTParam, PixelParam, make_param
+from innersight.featurevis.transforms import Compose, RandomTransforms, Roll, Warp
 from innersight.testing import reference_model
 
 SHAPES = [(3, 8, 8, 1), (2, 7, 9, 3), (2, 6, 5, 2)]

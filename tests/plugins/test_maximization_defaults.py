@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import innersight as ins
-from innersight.core.ascent import resolve_range
+from innersight.featurevis.ascent import resolve_range
 
 keras = pytest.importorskip("keras")
 L = keras.layers

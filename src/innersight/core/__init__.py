@@ -7,7 +7,7 @@ Plugins import from here::
 
 from __future__ import annotations
 
-from innersight.core import objectives
+from innersight.core import baselines, objectives, presets, validate
 from innersight.core.adapter import (
     LOGITS,
     BaseAdapter,
@@ -15,12 +15,16 @@ from innersight.core.adapter import (
     ForwardResult,
     LayerInfo,
     ModelAdapter,
+    capability_message,
     check_input_array,
     input_tap,
     is_dataset,
     is_input_tap,
+    missing_capabilities,
+    require_capabilities,
+    shaped_layers,
 )
-from innersight.core.ascent import AscentOptions, image_shape, run_targets
+from innersight.core.baselines import gaussian_blur, resolve_baseline
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
 from innersight.core.errors import (
     BackendNotFoundError,
@@ -37,22 +41,21 @@ from innersight.core.errors import (
 )
 from innersight.core.manager import get_plugin_manager
 from innersight.core.markers import hookimpl, hookspec
-from innersight.core.optimize import Ascent, ascend, l2_penalty, model_objective
-from innersight.core.param import make_param
+from innersight.core.presets import PROFILES, PresetContext
 from innersight.core.render import Renderer
 from innersight.core.technique import (
+    COMMON_PARAMETERS,
     Explanation,
     Technique,
     check_reduction,
     reduce_channels,
     resolve_target,
 )
-from innersight.core.transforms import RandomTransforms
 
 __all__ = [
+    "COMMON_PARAMETERS",
     "LOGITS",
-    "Ascent",
-    "AscentOptions",
+    "PROFILES",
     "BackendNotFoundError",
     "BaseAdapter",
     "BatchPlanner",
@@ -70,28 +73,31 @@ __all__ = [
     "PluginConflictError",
     "PluginError",
     "PluginLoadError",
+    "PresetContext",
     "Progress",
     "ProgressArg",
-    "RandomTransforms",
     "Renderer",
     "Technique",
     "TechniqueNotFoundError",
-    "ascend",
+    "baselines",
     "bytes_per_sample",
+    "capability_message",
     "check_input_array",
     "check_reduction",
+    "gaussian_blur",
     "get_plugin_manager",
     "hookimpl",
     "hookspec",
-    "image_shape",
     "input_tap",
     "is_dataset",
     "is_input_tap",
-    "l2_penalty",
-    "make_param",
-    "model_objective",
+    "missing_capabilities",
     "objectives",
+    "presets",
     "reduce_channels",
+    "require_capabilities",
+    "resolve_baseline",
     "resolve_target",
-    "run_targets",
+    "shaped_layers",
+    "validate",
 ]

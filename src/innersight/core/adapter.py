@@ -14,7 +14,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from innersight.core.errors import InputError, LayerNotFoundError, did_you_mean, summarize_names
+from innersight.core.errors import (
+    CapabilityError,
+    InputError,
+    LayerNotFoundError,
+    did_you_mean,
+    summarize_names,
+)
 from innersight.core.objectives import Objective
 
 __all__ = [
@@ -25,9 +31,13 @@ __all__ = [
     "LayerInfo",
     "ModelAdapter",
     "ReluMode",
+    "capability_message",
     "check_input_array",
     "input_tap",
     "is_input_tap",
+    "missing_capabilities",
+    "require_capabilities",
+    "shaped_layers",
 ]
 
 ReluMode = Literal["plain", "guided", "deconv"]
@@ -382,3 +392,46 @@ def is_dataset(inputs: Any) -> bool:
         and not hasattr(inputs, "__array__")
         and not hasattr(inputs, "shape")
     )
+
+
+def missing_capabilities(requires: Iterable[Any], adapter: Any) -> list[str]:
+    """The capabilities of ``requires`` that ``adapter`` does not declare, sorted."""
+    have = {str(c) for c in getattr(adapter, "capabilities", ())}
+    return sorted(str(c) for c in requires if str(c) not in have)
+
+
+def capability_message(what: str, requires: Iterable[Any], adapter: Any) -> str | None:
+    """The one sentence said everywhere (explain, evaluate, report, testing) when ``adapter``
+    lacks a capability that ``what`` (e.g. ``"technique 'grad_cam'"``) requires; None if none
+    is missing."""
+    missing = missing_capabilities(requires, adapter)
+    if not missing:
+        return None
+    return (
+        f"{what} needs {', '.join(missing)}, which the {getattr(adapter, 'backend', '?')} "
+        f"adapter for {getattr(adapter, 'name', '?')} does not provide; pick another one "
+        "(innersight list shows what each needs) or another backend"
+    )
+
+
+def require_capabilities(what: str, requires: Iterable[Any], adapter: Any) -> None:
+    """CapabilityError with :func:`capability_message` when a capability is missing."""
+    message = capability_message(what, requires, adapter)
+    if message is not None:
+        raise CapabilityError(message)
+
+
+def shaped_layers(model: ModelAdapter, probe: Any) -> list[LayerInfo]:
+    """``model.layers()`` with output shapes.
+
+    Adapters that learn shapes from a pass (torch without ``input_shape``) list ``()`` shapes
+    until the model has run: they get one untapped forward of ``probe`` (one input is enough)
+    first. ``innersight.explain`` does this before calling a technique, so inside ``explain``
+    ``model.layers()`` already has shapes; call this when running a technique directly. A layer
+    may keep ``()`` after the pass (a layout the adapter cannot tell): leave it out.
+    """
+    infos = list(model.layers())
+    if not infos or all(tuple(info.output_shape) == () for info in infos):
+        model.forward(np.asarray(probe))
+        infos = list(model.layers())
+    return infos

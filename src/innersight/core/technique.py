@@ -16,11 +16,25 @@ from innersight.core.errors import InputError
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
+    from innersight.core.presets import PresetContext
 
-__all__ = ["Explanation", "Technique", "Values", "resolve_target"]
+__all__ = ["COMMON_PARAMETERS", "Explanation", "Technique", "Values", "resolve_target"]
 
 Values = Union[np.ndarray, dict[str, np.ndarray]]
 KINDS = ("heatmap", "layer_grid", "image_set", "embedding")
+
+
+#: Parameters every technique accepts, with the same meaning everywhere. A technique that
+#: declares one in ``explain`` gets it; one that does not ignores it (no progress bar to show,
+#: no randomness to seed), so a loop can pass ``progress=False`` to every technique.
+COMMON_PARAMETERS: dict[str, inspect.Parameter] = {
+    "progress": inspect.Parameter(
+        "progress", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="ProgressArg"
+    ),
+    "seed": inspect.Parameter(
+        "seed", inspect.Parameter.KEYWORD_ONLY, default=0, annotation="int | None"
+    ),
+}
 
 
 class Technique:
@@ -30,6 +44,11 @@ class Technique:
     implement ``explain(model, inputs, *, ...)`` with keyword-only, typed, defaulted parameters:
     the CLI and the report read them from the signature. ``model`` is a ModelAdapter and
     ``inputs`` a validated float32 channels-last batch. Never import a framework here.
+
+    What front ends need beyond ``explain`` is owned here too, so that a third-party technique
+    behaves in reports and comparisons exactly as a built-in does: :meth:`presets` (parameter
+    sets per profile), :attr:`order` (where its section goes), :attr:`accepts_datasets`
+    (a report gives it the labelled data set) and :meth:`missing_capabilities`.
     """
 
     name: ClassVar[str] = ""
@@ -39,17 +58,51 @@ class Technique:
     needs_inputs: ClassVar[bool] = True
     #: True when ``explain`` also takes a data set (an iterable of batches) as ``inputs``;
     #: ``innersight.explain`` then passes it through unvalidated and the technique reads it.
+    #: Reports run such a technique on their labelled data set, not on their inputs.
     accepts_datasets: ClassVar[bool] = False
+    #: Sort key of the technique's section in reports and comparisons (then the name);
+    #: built-ins use 10..100, so a plugin's 1000 comes after them.
+    order: ClassVar[int] = 1000
 
-    def explain(self, model: ModelAdapter, inputs: np.ndarray, **params: Any) -> Explanation:
+    # Declared with ``*args``/``**params`` so that subclasses' keyword-only signatures
+    # (``explain(self, model, inputs, *, target=None, ...)``) are valid overrides.
+    def explain(
+        self, model: ModelAdapter, inputs: Any, /, *args: Any, **params: Any
+    ) -> Explanation:
+        """Run the technique on ``inputs`` and return an :class:`Explanation`."""
         raise NotImplementedError
 
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for ``ctx.profile`` (see :mod:`innersight.core.presets`); default none.
+
+        Return only parameters ``explain`` takes; a value of None is left out. The user's
+        parameters always win over these.
+        """
+        return {}
+
     def parameters(self) -> dict[str, inspect.Parameter]:
-        """The keyword-only parameters of ``explain``, by name."""
+        """The keyword-only parameters of ``explain`` by name, then the common ones
+        (:data:`COMMON_PARAMETERS`) it does not declare."""
         sig = inspect.signature(self.explain)
-        return {
+        own = {
             p.name: p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
         }
+        return {**own, **{k: v for k, v in COMMON_PARAMETERS.items() if k not in own}}
+
+    def own_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` without the common parameters ``explain`` does not declare."""
+        sig = inspect.signature(self.explain).parameters
+        return {k: v for k, v in params.items() if k in sig or k not in COMMON_PARAMETERS}
+
+    def run(self, model: ModelAdapter, inputs: Any, **params: Any) -> Explanation:
+        """``explain`` with the common parameters it does not declare left out."""
+        return self.explain(model, inputs, **self.own_parameters(params))
+
+    def missing_capabilities(self, adapter: ModelAdapter) -> list[str]:
+        """The capabilities in ``requires`` that ``adapter`` lacks, sorted."""
+        from innersight.core.adapter import missing_capabilities
+
+        return missing_capabilities(self.requires, adapter)
 
     def __repr__(self) -> str:
         return f"<Technique {self.name!r}: {self.summary}>"

@@ -23,7 +23,7 @@ given, else the first :data:`DEFAULT_CLASSES`. ``meta["classes_rule"]`` says whi
 them, and a one-line note above the progress bar (and on the ``innersight`` logger) says so too.
 
 Input range: the optimisation runs in units of the model's input range (see
-:mod:`innersight.core.ascent`): ``value_range=(lo, hi)``, else the range of the example inputs
+:mod:`innersight.featurevis.ascent`): ``value_range=(lo, hi)``, else the range of the example inputs
 (an ImageNet-normalised or a 0..255 model gets images in its own range), else 0..1. With a known
 range the images stay inside it; ``l2`` weighs ``||u||^2`` with ``u = (x - lo) / (hi - lo)``.
 
@@ -40,18 +40,15 @@ from typing import Any
 import numpy as np
 
 from innersight.core import (
-    AscentOptions,
     Explanation,
     InputError,
     ModelAdapter,
     Technique,
     hookimpl,
-    image_shape,
-    l2_penalty,
     objectives,
-    run_targets,
 )
-from innersight.core.ascent import ValueRange, resolve_range
+from innersight.featurevis import AscentOptions, image_shape, l2_penalty, run_targets
+from innersight.featurevis.ascent import ValueRange, resolve_range
 
 #: ``classes=None`` on a model with more outputs than this picks a bounded set (see above).
 DEFAULT_CLASSES = 10

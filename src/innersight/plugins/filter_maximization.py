@@ -4,10 +4,10 @@ For every requested filter ``f`` of ``layer``, gradient ascent from a starting i
 the mean activation of feature map ``f`` with ``crop`` border pixels excluded (``Channel(layer,
 f, crop)``). All filters are optimised together, one batch sample per filter, so a step costs
 ONE gradient call for the whole chunk; chunks are planned by the memory budget and every
-filter's image is the same whatever the chunking (:func:`~innersight.core.run_targets`).
+filter's image is the same whatever the chunking (:func:`~innersight.featurevis.run_targets`).
 
 Steps are normalised (``x += lr * g / rms(g)``), so ``lr`` is the typical change of each pixel
-per step as a fraction of the model's input range (see :mod:`innersight.core.ascent`). The
+per step as a fraction of the model's input range (see :mod:`innersight.featurevis.ascent`). The
 range is ``value_range=(lo, hi)``, else that of the example inputs (an ImageNet-normalised or a
 0..255 model gets images in its own range), and then the images are kept inside it; else 0..1
 with no clipping (the images are raw input-space arrays). No penalty: the renderer scales each
@@ -26,17 +26,14 @@ from typing import Any
 import numpy as np
 
 from innersight.core import (
-    AscentOptions,
     Explanation,
     InputError,
     ModelAdapter,
     Technique,
     hookimpl,
-    image_shape,
     objectives,
-    run_targets,
 )
-from innersight.core.ascent import resolve_range
+from innersight.featurevis import AscentOptions, image_shape, resolve_range, run_targets
 
 
 def _spatial_layers(model: ModelAdapter, probe: np.ndarray) -> list[str]:

@@ -1,4 +1,4 @@
-"""Running :func:`~innersight.core.optimize.ascend` for many targets: what filter and class
+"""Running :func:`~innersight.featurevis.optimize.ascend` for many targets: what filter and class
 maximization share, public so third-party feature-visualisation plugins can do the same.
 
 * :class:`AscentOptions` validates the options every such technique takes (steps, lr, seed,
@@ -34,9 +34,9 @@ import numpy as np
 
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
 from innersight.core.errors import CapabilityError, InputError
-from innersight.core.optimize import Ascent, Revive, ValueAndGrad, ascend, model_objective
-from innersight.core.param import PARAMS
-from innersight.core.transforms import RandomTransforms
+from innersight.featurevis.optimize import Ascent, Revive, ValueAndGrad, ascend, model_objective
+from innersight.featurevis.param import PARAMS
+from innersight.featurevis.transforms import RandomTransforms
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter

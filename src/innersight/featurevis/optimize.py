@@ -3,8 +3,8 @@
 :func:`ascend` optimises a batch of images, one independent problem per sample (one filter or one
 class each), with ONE gradient call per step for the whole batch. It needs only a
 ``value_and_grad(x) -> (values (N,), grads)`` function, typically :func:`model_objective`; the
-parameterisation (:mod:`innersight.core.param`) and the robustness transforms
-(:mod:`innersight.core.transforms`) are linear numpy maps with adjoints, so every backend gets the
+parameterisation (:mod:`innersight.featurevis.param`) and the robustness transforms
+(:mod:`innersight.featurevis.transforms`) are linear numpy maps with adjoints, so every backend gets the
 same algorithm. One step, per sample::
 
     x     = P(params)                            # the image
@@ -32,8 +32,8 @@ import numpy as np
 
 from innersight.core.batching import Progress, ProgressArg
 from innersight.core.errors import InputError
-from innersight.core.param import Parameterization, make_param
-from innersight.core.transforms import RandomTransforms
+from innersight.featurevis.param import Parameterization, make_param
+from innersight.featurevis.transforms import RandomTransforms
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
@@ -133,7 +133,7 @@ def ascend(
         x0: starting images (N, H, W, C).
         steps: number of gradient steps (>= 1).
         lr: root-mean-square change of the parameters per step (see the module docstring).
-        param: "pixel" or "fft" (:mod:`innersight.core.param`).
+        param: "pixel" or "fft" (:mod:`innersight.featurevis.param`).
         transforms: random jitter/zoom/rotation drawn per step and sample, or None.
         rngs: one generator per sample for the transforms (needed when ``transforms`` is active).
         penalty: ``x -> (values, grads)`` subtracted from the objective (e.g. :func:`l2_penalty`).
