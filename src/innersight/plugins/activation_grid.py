@@ -113,6 +113,7 @@ class ActivationGrid(Technique):
     name = "activation_grid"
     summary = "Every channel of the spatial layers worth seeing as an image grid (one forward)."
     requires = frozenset({"forward", "layer_taps"})
+    order = 10
 
     def explain(
         self,

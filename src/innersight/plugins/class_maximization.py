@@ -43,12 +43,14 @@ from innersight.core import (
     Explanation,
     InputError,
     ModelAdapter,
+    PresetContext,
     Technique,
     hookimpl,
     objectives,
 )
 from innersight.featurevis import AscentOptions, image_shape, l2_penalty, run_targets
 from innersight.featurevis.ascent import ValueRange, resolve_range
+from innersight.plugins._presets import first_classes, only_set, sample_image_size
 
 #: ``classes=None`` on a model with more outputs than this picks a bounded set (see above).
 DEFAULT_CLASSES = 10
@@ -109,6 +111,19 @@ class ClassMaximization(Technique):
     name = "class_maximization"
     summary = "An image the model scores as each class (gradient ascent on the logit, L2 prior)."
     requires = frozenset({"input_gradients"})
+    order = 90
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        if ctx.profile == "full":
+            return {}
+        quick = ctx.profile == "quick"
+        return only_set(
+            classes=first_classes(ctx, 4 if quick else 10),
+            steps=32 if quick else 48,
+            size=sample_image_size(ctx),
+        )
+
     needs_inputs = False
 
     def explain(

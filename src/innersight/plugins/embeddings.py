@@ -39,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import Explanation, InputError, ModelAdapter, Technique, hookimpl
+from innersight.core import (
+    Explanation,
+    InputError,
+    ModelAdapter,
+    PresetContext,
+    Technique,
+    hookimpl,
+)
 from innersight.core.batching import ProgressArg
 from innersight.plugins import _projection
 from innersight.plugins._features import (
@@ -50,6 +57,7 @@ from innersight.plugins._features import (
     is_dataset,
     layer_features,
 )
+from innersight.plugins._presets import only_set
 
 __all__ = ["Embeddings", "Features", "as_labels", "default_layer", "is_dataset", "layer_features"]
 
@@ -60,6 +68,14 @@ class Embeddings(Technique):
     name = "embeddings"
     summary = "2-D PCA or t-SNE map of a data set in a layer's feature space, coloured by label."
     requires = frozenset({"forward", "layer_taps"})
+    order = 100
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        if ctx.profile == "full":
+            return {}
+        return only_set(method="pca", labels=ctx.labels)
+
     #: Takes an iterable of batches as well as an array (for innersight.explain to pass through).
     accepts_datasets = True
 

@@ -29,11 +29,18 @@ from innersight.core import (
     Explanation,
     InputError,
     ModelAdapter,
+    PresetContext,
     Technique,
     hookimpl,
     objectives,
 )
 from innersight.featurevis import AscentOptions, image_shape, resolve_range, run_targets
+from innersight.plugins._presets import (
+    first_channels,
+    last_conv_output,
+    only_set,
+    sample_image_size,
+)
 
 
 def _spatial_layers(model: ModelAdapter, probe: np.ndarray) -> list[str]:
@@ -77,6 +84,21 @@ class FilterMaximization(Technique):
     name = "filter_maximization"
     summary = "The input pattern that most excites each filter of a layer (gradient ascent)."
     requires = frozenset({"input_gradients", "layer_taps"})
+    order = 80
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        if ctx.profile == "full":
+            return {}
+        quick = ctx.profile == "quick"
+        layer = last_conv_output(ctx)
+        return only_set(
+            layer=layer,
+            filters=first_channels(ctx, layer, 4 if quick else 8),
+            steps=32 if quick else 48,
+            size=sample_image_size(ctx),
+        )
+
     needs_inputs = False
 
     def explain(

@@ -184,6 +184,7 @@ class GradCAM(Technique):
     name = "grad_cam"
     summary = "Layer activations weighted by their pooled gradients (Grad-CAM), upsampled."
     requires = frozenset({"layer_gradients"})
+    order = 70
 
     def explain(
         self,

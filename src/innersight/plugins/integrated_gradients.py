@@ -49,6 +49,7 @@ from innersight.core import (
     InnersightWarning,
     InputError,
     ModelAdapter,
+    PresetContext,
     ProgressArg,
     Technique,
     bytes_per_sample,
@@ -376,6 +377,11 @@ class IntegratedGradients(Technique):
     name = "integrated_gradients"
     summary = "Gradients integrated along the path from a baseline to the input (signed)."
     requires = frozenset({"input_gradients"})
+    order = 50
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        return {"steps": 24} if ctx.profile in ("report", "quick") else {}
 
     def explain(
         self,

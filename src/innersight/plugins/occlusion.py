@@ -49,6 +49,7 @@ from innersight.core import (
     InputError,
     LayerNotFoundError,
     ModelAdapter,
+    PresetContext,
     Technique,
     bytes_per_sample,
     hookimpl,
@@ -56,6 +57,7 @@ from innersight.core import (
     resolve_target,
 )
 from innersight.plugins._incremental import IncrementalScores, Plan, choose
+from innersight.plugins._presets import occlusion_grid, only_set
 from innersight.plugins._windows import (
     check_edges,
     check_geometry,
@@ -76,6 +78,14 @@ class Occlusion(Technique):
     name = "occlusion"
     summary = "Drop in the target score when a sliding window of the input is hidden."
     requires = frozenset({"forward"})
+    order = 60
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        if ctx.profile == "full":
+            return {}
+        window, stride = occlusion_grid(ctx)
+        return only_set(window=window, stride=stride)
 
     def explain(
         self,

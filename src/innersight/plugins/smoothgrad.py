@@ -26,6 +26,7 @@ from innersight.core import (
     Explanation,
     InputError,
     ModelAdapter,
+    PresetContext,
     ProgressArg,
     Technique,
     bytes_per_sample,
@@ -35,6 +36,7 @@ from innersight.core import (
     resolve_target,
 )
 from innersight.core import reduce_channels as reduce_channels_of
+from innersight.plugins._presets import only_set
 
 REDUCTIONS = ("max", "mean", None)
 
@@ -76,6 +78,12 @@ class SmoothGrad(Technique):
     name = "smoothgrad"
     summary = "Saliency averaged over noisy copies of each input (SmoothGrad)."
     requires = frozenset({"input_gradients"})
+    order = 40
+
+    def presets(self, ctx: PresetContext) -> dict[str, Any]:
+        """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
+        samples = {"report": 10, "quick": 8}.get(ctx.profile)
+        return only_set(samples=samples)
 
     def explain(
         self,
