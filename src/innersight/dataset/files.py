@@ -42,7 +42,7 @@ class _Preprocess:
         mean: Numbers,
         std: Numbers,
     ) -> None:
-        self.options = {
+        self.options: dict[str, Any] = {
             "size": size,
             "channels": channels,
             "scale": scale,

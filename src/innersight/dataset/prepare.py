@@ -127,7 +127,7 @@ def _probe(
     first :data:`PROBE` readable inputs (so one odd input first in line does not set it)."""
     declared = adapter.input_shape
     if declared is not None and all(d is not None for d in declared):
-        return tuple(int(d) for d in declared), None
+        return tuple(int(d) for d in declared if d is not None), None
     if isinstance(source, IndexedSource):
         samples: Any = source.read(0, min(len(source), PROBE), adapter)
         stream = None

@@ -22,7 +22,7 @@ def reopen(fingerprint: dict[str, Any]) -> IndexedSource:
     shape = fingerprint.get("input_shape") or [None, None, None]
     size = tuple(shape[:2]) if None not in shape[:2] else None
     channels = shape[2] if len(shape) == 3 else None
-    options = {k: desc.get(k) for k in ("scale", "mean", "std")}
+    options: dict[str, Any] = {k: desc.get(k) for k in ("scale", "mean", "std")}
     kind = desc.get("kind")
     if kind == "folder":
         return ImageFolder(desc["path"], size=size, channels=channels, **options)

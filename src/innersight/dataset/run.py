@@ -153,7 +153,7 @@ class DatasetRun:
         where = self._locate(ids, table)
         paths = self.parts(table)
         cache: dict[int, np.ndarray] = {}
-        rows = []
+        rows: list[np.ndarray] = []
         for k, row in where:
             if k not in cache:
                 cache[k] = column_numpy(read_table(paths[k], [column]), column)
@@ -166,7 +166,8 @@ class DatasetRun:
 
         source = reopen(self.manifest.fingerprint)
         positions = self.to_numpy(ids, "position")
-        return np.stack([source.read(int(p), int(p) + 1)[0].x for p in positions])
+        images: list[Any] = [source.read(int(p), int(p) + 1)[0].x for p in positions]
+        return np.stack(images)
 
     def verify(self) -> list[str]:
         """Problems found: parts missing or whose SHA-256 differs from the manifest's."""

@@ -142,7 +142,8 @@ class Worker:
         return parts, errors
 
     def _chunk(self, chunk: list[Sample]) -> dict[str, Any]:
-        x = np.stack([s.x for s in chunk]).astype(np.float32, copy=False)
+        images: list[Any] = [s.x for s in chunk]  # every sample of a chunk was read
+        x = np.stack(images).astype(np.float32, copy=False)
         cols: dict[str, Any] = {"id": [s.id for s in chunk]}
         if chunk[0].position is not None:
             cols["position"] = np.asarray([s.position for s in chunk], dtype=np.int64)

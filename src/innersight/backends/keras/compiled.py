@@ -96,7 +96,7 @@ def make_forward(inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any] | No
     sub = keras.Model(inp, list(tensors))
     heads = dict(dense or {})
 
-    @tf.function(input_signature=[_spec(inp)], autograph=False)
+    @tf.function(input_signature=[_spec(inp)], autograph=False)  # type: ignore[untyped-decorator]
     def forward(x: Any) -> list[Any]:
         outs = tf.nest.flatten(sub(x, training=False))
         outs = [dense_preactivation(heads[i], t) if i in heads else t for i, t in enumerate(outs)]
@@ -141,7 +141,9 @@ def make_grad(inp: Any, req: GradRequest, model_name: str = "") -> Any:
     check_model_relus(sub, req.relu)
     counts: dict[str, int] = {}
 
-    @tf.function(input_signature=[_spec(inp), _INDEX_SPEC, _CROP_SPEC], autograph=False)
+    @tf.function(  # type: ignore[untyped-decorator]
+        input_signature=[_spec(inp), _INDEX_SPEC, _CROP_SPEC], autograph=False
+    )
     def grad(x: Any, idx: Any, crop: Any) -> tuple[Any, ...]:
         with relu_override(req.relu, counts):
             outs = tf.nest.flatten(sub(x, training=False))

@@ -45,13 +45,17 @@ def _builtin_base(kind: type) -> type | None:
     return None
 
 
+def _first_arg(self: BaseException) -> str:
+    return str(self.args[0]) if self.args else ""
+
+
 def _error(kind: type, message: str) -> ModelCallError:
     """A ModelCallError that is also an instance of ``kind``'s built-in exception class."""
     base = _builtin_base(kind)
     if base is not None and base not in _KINDS:
         try:
             mixed = type("ModelCallError", (ModelCallError, base), {"__module__": __name__})
-            mixed.__str__ = lambda self: str(self.args[0]) if self.args else ""  # type: ignore[method-assign]
+            setattr(mixed, "__str__", _first_arg)  # noqa: B010 (a method on a made-up class)
             mixed(message)  # some built-ins (UnicodeError, ...) need other arguments
             _KINDS[base] = mixed
         except TypeError:

@@ -260,12 +260,12 @@ class _ReluOverride(TorchFunctionMode):
         if call is not None and isinstance(call[0], torch.Tensor):
             self.report["overridden"] += 1
             fn = self.in_place if call[1] else self.out_of_place
-            return fn.apply(call[0])
+            return fn.apply(call[0])  # type: ignore[no-untyped-call]
         clipped = _clipped_relu_call(func, args, kwargs)
         if clipped is not None and isinstance(clipped[0], torch.Tensor):
             self.report["overridden"] += 1
             fn = self.clipped_in_place if clipped[2] else self.clipped
-            return fn.apply(clipped[0], clipped[1])
+            return fn.apply(clipped[0], clipped[1])  # type: ignore[no-untyped-call]
         kind = _other_activation(func)
         if kind is not None:
             plain = self.report["not_overridden"]
@@ -283,7 +283,7 @@ class _EscapeWatch(TorchDispatchMode):
     """Counts ReLUs that reached the dispatcher without passing through the override."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.escaped = 0
 
     def __torch_dispatch__(
