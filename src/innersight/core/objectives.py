@@ -10,13 +10,16 @@ Semantics, identical on every backend (activations are channels-last):
   a spatial layer (N, H, W, C); for a vector layer (N, D) it is ``act[i, index[i]]``.
 * ``Neuron(layer, index)``: one unit of the layer. ``index`` is a flat index into one sample's
   channels-last activation (``act[i].reshape(-1)[index[i]]``), or an ``(h, w, c)`` tuple.
+* ``Custom(fn)``: a score of your own, ``fn(scores)`` with one value per sample, where
+  ``scores`` is what ``Logit`` reads (the pre-softmax score where the adapter finds a final
+  softmax/sigmoid, else the outputs), channels-last, as the backend's own tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from innersight.core.errors import ObjectiveError
 
 __all__ = [
     "Channel",
+    "Custom",
     "Logit",
     "Neuron",
     "Objective",
@@ -65,7 +69,35 @@ class Neuron:
     index: IndexLike | tuple[int, int, int]
 
 
-Objective = Union[Logit, Channel, Neuron]
+@dataclass(frozen=True)
+class Custom:
+    """A score of your own: ``fn(scores)`` -> one value per sample, shape ``(N,)``.
+
+    ``scores`` are what :class:`Logit` reads (the pre-softmax score of a final softmax/sigmoid
+    where the adapter finds one, else the model's outputs), channels-last ((N, K), or
+    (N, H, W, K) for a segmentation model), as the BACKEND'S OWN TENSOR: a ``torch.Tensor`` for
+    torch models, the Keras backend's tensor inside a traced function for Keras models. So
+    ``fn`` must be differentiable and written with operations of that framework: indexing and
+    arithmetic work everywhere (``lambda s: s[:, 3] - s[:, 5]``); for reductions use
+    ``keras.ops`` on Keras models (``keras.ops.sum(s * mask, axis=(1, 2))``) and torch
+    functions or methods on torch models. It must not keep the tensor or change it in place.
+    Techniques that only run forward passes (occlusion, feature ablation) call ``fn`` on numpy
+    scores instead: indexing and arithmetic keep one ``fn`` valid for both.
+
+    Attributes:
+        fn: the score function.
+        name: how ``meta`` names it (default ``"custom"``).
+    """
+
+    fn: Callable[[Any], Any]
+    name: str = "custom"
+
+    @property
+    def layer(self) -> None:
+        return None
+
+
+Objective = Union[Logit, Channel, Neuron, Custom]
 
 
 def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
@@ -152,6 +184,8 @@ def evaluate(
         flat = outputs.reshape(n, -1)
         check_range(idx, flat.shape[1], "target")
         return flat[np.arange(n), idx]
+    if isinstance(objective, Custom):
+        return custom_values(objective, outputs)
     act = activations[objective.layer]
     n = act.shape[0]
     if isinstance(objective, Channel):
@@ -169,4 +203,29 @@ def evaluate(
 
 def layer_of(objective: Objective) -> str | None:
     """The layer an objective reads, or None for output objectives."""
-    return None if isinstance(objective, Logit) else objective.layer
+    return objective.layer
+
+
+def custom_values(objective: Custom, scores: np.ndarray) -> np.ndarray:
+    """``objective.fn(scores)`` on numpy scores, checked to be one finite value per sample."""
+    try:
+        values = objective.fn(scores)
+    except Exception as err:
+        raise ObjectiveError(
+            f"the score function {objective.name!r} failed on numpy scores of shape "
+            f"{scores.shape}: {type(err).__name__}: {err}. Forward-only techniques call it on "
+            "numpy arrays: write it with indexing and arithmetic (lambda s: s[:, 3] - s[:, 5])"
+        ) from err
+    return check_custom_values(objective, np.asarray(values, dtype=np.float64), scores.shape[0])
+
+
+def check_custom_values(objective: Custom, values: Any, n: int) -> Any:
+    """``values`` when shaped ``(n,)``; ObjectiveError saying what ``fn`` must return else."""
+    shape = tuple(getattr(values, "shape", ()))
+    if shape != (n,):
+        raise ObjectiveError(
+            f"the score function {objective.name!r} returned shape {shape} for {n} samples; "
+            "it must return one value per sample, shape (N,): reduce over the other axes, e.g. "
+            "lambda s: s[:, 3] - s[:, 5]"
+        )
+    return values

@@ -34,6 +34,7 @@ from innersight.backends.keras.requests import (
     FunctionCache,
     GradRequest,
     dense_preactivation,
+    request_values,
     shape_probe,
 )
 
@@ -152,7 +153,9 @@ def make_grad(inp: Any, req: GradRequest, model_name: str = "") -> Any:
                 target = dense_preactivation(req.dense, target)
         if req.on_probabilities is not None:
             _check_probabilities(target, req.on_probabilities)
-        values = objective_values(req.kind, target, idx, crop)
+        values = request_values(
+            req, _float32(target), lambda: objective_values(req.kind, target, idx, crop)
+        )
         source = x if req.wrt is None else outs[0]
         g = tf.gradients(tf.reduce_sum(values), source, unconnected_gradients="zero")[0]
         if req.wrt is None:

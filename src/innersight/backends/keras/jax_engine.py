@@ -31,7 +31,7 @@ import numpy as np
 from innersight.backends.keras.activations import plain_activations
 from innersight.backends.keras.jax_relu import Replay, replay
 from innersight.backends.keras.relu_forms import check_model_relus
-from innersight.backends.keras.requests import GradRequest, dense_preactivation
+from innersight.backends.keras.requests import GradRequest, dense_preactivation, request_values
 
 __all__ = ["bucket", "make_forward", "make_grad", "objective_values", "to_numpy"]
 
@@ -189,7 +189,9 @@ class Gradient:
             target = outs[-1]
             if req.dense is not None:
                 target = dense_preactivation(req.dense, target, *head)
-            values = objective_values(req.kind, target, idx, crop)
+            values = request_values(
+                req, _float32(target), lambda: objective_values(req.kind, target, idx, crop)
+            )
             return jnp.sum(values * mask), (values, _float32(outs[0]))
 
         if req.wrt is None:

@@ -14,7 +14,14 @@ from typing import Any
 
 import keras
 
-__all__ = ["CACHE_SIZE", "FunctionCache", "GradRequest", "dense_preactivation", "shape_probe"]
+__all__ = [
+    "CACHE_SIZE",
+    "FunctionCache",
+    "GradRequest",
+    "dense_preactivation",
+    "request_values",
+    "shape_probe",
+]
 
 CACHE_SIZE = 16
 """Traced functions (each with its sub-model) kept per adapter, least recently used dropped.
@@ -63,7 +70,7 @@ class GradRequest:
     """What one gradient function computes.
 
     Attributes:
-        kind: "logit", "channel" or "neuron".
+        kind: "logit", "channel", "neuron" or "custom".
         target: KerasTensor the objective reads (logits source, or the objective's layer).
         dense: a Dense layer whose pre-activation is applied to ``target`` (logits="auto").
         wrt: KerasTensor of the layer to differentiate w.r.t.; None for the input.
@@ -71,6 +78,8 @@ class GradRequest:
         on_probabilities: called with the op type ("Softmax"/"Sigmoid") when the target turns
             out to be computed by a softmax/sigmoid hidden inside a layer (Logit objectives);
             None: no check.
+        score: the function of a Custom objective (kind "custom"), applied to the float32
+            target tensor inside the traced function; None for the others.
     """
 
     kind: str
@@ -79,6 +88,13 @@ class GradRequest:
     wrt: Any = None
     relu: str = "plain"
     on_probabilities: Callable[[str], None] | None = None
+    score: Callable[[Any], Any] | None = None
+
+
+def request_values(req: GradRequest, t: Any, standard: Callable[[], Any]) -> Any:
+    """The (N,) values of ``req`` on its float32 target ``t``: the Custom score function's, or
+    ``standard()`` (the engine's own Logit/Channel/Neuron evaluation)."""
+    return standard() if req.score is None else req.score(t)
 
 
 def dense_preactivation(layer: Any, h: Any, kernel: Any = None, bias: Any = None) -> Any:

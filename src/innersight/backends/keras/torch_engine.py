@@ -32,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 
 from innersight.backends.keras.activations import plain_activations
 from innersight.backends.keras.relu_forms import check_model_relus, refuse
-from innersight.backends.keras.requests import GradRequest, dense_preactivation
+from innersight.backends.keras.requests import GradRequest, dense_preactivation, request_values
 from innersight.backends.torch.relu import relu_override
 
 __all__ = ["make_forward", "make_grad", "objective_values", "to_numpy"]
@@ -149,7 +149,9 @@ class Gradient:
             if watch is not None:
                 self._report_probabilities(watch, target)
             index = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=target.device)
-            values = objective_values(req.kind, target, index, int(crop))
+            values = request_values(
+                req, _float32(target), lambda: objective_values(req.kind, target, index, int(crop))
+            )
             source = xt if req.wrt is None else outs[0]
             (grads,) = torch.autograd.grad(values.sum(), [source], allow_unused=True)
         grads = torch.zeros_like(source) if grads is None else grads

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from innersight.core.errors import InputError, ObjectiveError
-from innersight.core.objectives import Channel, Logit, Neuron, Objective
+from innersight.core.objectives import Channel, Custom, Logit, Neuron, Objective
 
 from .hooks import StopForward
 from .layout import as_nchw
-from .targets import layer_objective_values, logit_values
+from .targets import layer_objective_values, score_values
 
 __all__ = [
     "Capture",
@@ -153,10 +153,12 @@ def objective_hook(
     return hook
 
 
-def logits_hook(cap: Capture, objective: Logit, final: str) -> Callable[[nn.Module, Any], None]:
+def logits_hook(
+    cap: Capture, objective: Logit | Custom, final: str
+) -> Callable[[nn.Module, Any], None]:
     def pre_hook(module: nn.Module, args: Any) -> None:
         where = f"the input of {final!r}"
-        cap.set_value(logit_values(objective, args[0] if args else None, where))
+        cap.set_value(score_values(objective, args[0] if args else None, where))
         raise StopForward  # the final Softmax/Sigmoid itself is not needed
 
     return pre_hook

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import torch
 
-from innersight.core.objectives import Logit, Objective
+from innersight.core.objectives import Custom, Logit, Objective
 
 from .capture import Capture, leaf_hook, logits_hook, objective_hook
 from .hooks import Hook, StopForward, eval_mode, hooked
 from .layout import grad_to_numpy, to_numpy
 from .relu import ReluReport, relu_override
-from .targets import check_objective, logit_values
+from .targets import check_objective, score_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -146,12 +146,12 @@ class GradientPasses:
                 out = self._call(x_in, shape)
             except StopForward:
                 return False, report
-            if isinstance(objective, Logit) and cap.value is None:
-                cap.set_value(logit_values(objective, self._output_tensor(out)))
+            if isinstance(objective, (Logit, Custom)) and cap.value is None:
+                cap.set_value(score_values(objective, self._output_tensor(out)))
         return True, report
 
     def _objective_hooks(self, objective: Objective, cap: Capture) -> list[Hook]:
-        if isinstance(objective, Logit):
+        if isinstance(objective, (Logit, Custom)):
             final = self.options.logits_from
             if final is None:
                 return []

@@ -16,26 +16,61 @@ import torch
 from innersight.core.errors import ObjectiveError
 from innersight.core.objectives import (
     Channel,
+    Custom,
     Logit,
     Neuron,
     Objective,
     channel_indices,
+    check_custom_values,
     neuron_flat_index,
     per_sample,
 )
 
 from .layout import channels_last_shape, to_torch_index
 
-__all__ = ["check_objective", "layer_objective_values", "logit_values"]
+__all__ = [
+    "check_objective",
+    "custom_values",
+    "layer_objective_values",
+    "logit_values",
+    "score_values",
+]
 
 
 def check_objective(objective: Any) -> Objective:
-    if not isinstance(objective, (Logit, Channel, Neuron)):
+    if not isinstance(objective, (Logit, Channel, Neuron, Custom)):
         raise ObjectiveError(
-            f"objective must be innersight.objectives.Logit, Channel or Neuron, got "
+            f"objective must be innersight.objectives.Logit, Channel, Neuron or Custom, got "
             f"{type(objective).__name__} ({objective!r})"
         )
     return objective
+
+
+def custom_values(objective: Custom, out: Any, where: str = "the model") -> torch.Tensor:
+    """``objective.fn`` on the channels-last scores (a view of ``out``), checked to be (N,)."""
+    out = _tensor(out, where)
+    scores = out.permute(0, 2, 3, 1) if out.ndim == 4 else out
+    try:
+        values = objective.fn(scores)
+    except Exception as err:
+        raise ObjectiveError(
+            f"the score function {objective.name!r} failed on the torch scores of {where} "
+            f"(shape {tuple(scores.shape)}): {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(values, torch.Tensor):
+        raise ObjectiveError(
+            f"the score function {objective.name!r} returned {type(values).__name__}; on a torch "
+            "model it must return a torch tensor computed from its argument (no .numpy(), no "
+            "float()), so that it can be differentiated"
+        )
+    return check_custom_values(objective, values, scores.shape[0])
+
+
+def score_values(objective: Logit | Custom, out: Any, where: str = "the model") -> torch.Tensor:
+    """The (N,) values of an output objective (Logit or Custom) on the scores ``out``."""
+    if isinstance(objective, Custom):
+        return custom_values(objective, out, where)
+    return logit_values(objective, out, where)
 
 
 def _tensor(value: Any, where: str) -> torch.Tensor:
