@@ -198,7 +198,7 @@ def evaluate(
     if isinstance(objective, Neuron):
         flat_idx = neuron_flat_index(objective, act.shape[1:], n)
         return act.reshape(n, -1)[np.arange(n), flat_idx]
-    raise ObjectiveError(f"unknown objective {objective!r}; use Logit, Channel or Neuron")
+    raise ObjectiveError(f"unknown objective {objective!r}; use Logit, Channel, Neuron or Custom")
 
 
 def layer_of(objective: Objective) -> str | None:

@@ -350,7 +350,7 @@ def test_objective_errors(small_weights, images):
             adapter.value_and_grad(images, objective)
     with pytest.raises(
         ObjectiveError,
-        match=r"objective must be innersight\.objectives\.Logit, Channel or Neuron, got str",
+        match=r"objective must be innersight\.objectives\.Logit, Channel, Neuron or Custom, got str",
     ):
         adapter.value_and_grad(images, "logit")
     with pytest.raises(LayerNotFoundError, match="did you mean 'conv2'"):
