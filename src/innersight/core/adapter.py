@@ -27,7 +27,9 @@ __all__ = [
     "LOGITS",
     "BaseAdapter",
     "Capability",
+    "CroppedForwardAdapter",
     "ForwardResult",
+    "LayerGradientAdapter",
     "LayerInfo",
     "ModelAdapter",
     "ReluMode",
@@ -131,17 +133,19 @@ class ModelAdapter(Protocol):
     Optional: adapters that declare the ``layer_gradients`` capability also implement
     ``layer_value_and_grad(x, objective, layer, *, relu="plain") -> (values, activations,
     grads)``: per-sample values ``(N,)``, the channels-last activations of ``layer`` and
-    d(sum of values)/d(activations) (Grad-CAM uses it). It is not a protocol member, so
-    adapters without it still satisfy ``isinstance(obj, ModelAdapter)``; the core checks a
-    technique's ``requires`` before the technique can call it.
+    d(sum of values)/d(activations) (Grad-CAM uses it): the :class:`LayerGradientAdapter`
+    protocol. It is not a member of this protocol, so adapters without it still satisfy
+    ``isinstance(obj, ModelAdapter)``; the core checks a technique's ``requires`` before the
+    technique can call it.
 
     Optional: adapters that declare ``cropped_forward`` can recompute a layer chain on cropped
     regions (exact incremental occlusion) and implement ``crop_graph(input_shape) -> dict``
     (the layers that can be recomputed on a crop, in backend-neutral terms) and
     ``crop_session(x, sizes, *, tap=None) -> run``, which caches the activations of the
     unoccluded images ``x`` and returns ``run(image_index, starts, patches)``: the outputs
-    (or ``tap``) of a batch of images whose input regions are replaced by ``patches``. The
-    dict keys and the region rules are in :mod:`innersight.plugins._incremental`.
+    (or ``tap``) of a batch of images whose input regions are replaced by ``patches``
+    (the :class:`CroppedForwardAdapter` protocol). The dict keys and the region rules are in
+    :mod:`innersight.plugins._incremental`.
     """
 
     backend: str
@@ -181,6 +185,31 @@ class ModelAdapter(Protocol):
         self, x: np.ndarray, objective: Objective, *, relu: ReluMode = "plain"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample objective values ``(N,)`` and d(sum of values)/d(x), shaped like ``x``."""
+        ...
+
+
+@runtime_checkable
+class LayerGradientAdapter(ModelAdapter, Protocol):
+    """An adapter with the ``layer_gradients`` capability (Grad-CAM and the CAM family)."""
+
+    def layer_value_and_grad(
+        self, x: np.ndarray, objective: Objective, layer: str, *, relu: ReluMode = "plain"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-sample values ``(N,)``, the channels-last activations of ``layer`` and
+        d(sum of values)/d(activations)."""
+        ...
+
+
+@runtime_checkable
+class CroppedForwardAdapter(ModelAdapter, Protocol):
+    """An adapter with the ``cropped_forward`` capability (exact incremental occlusion)."""
+
+    def crop_graph(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The layers that can be recomputed on a crop, in backend-neutral terms."""
+        ...
+
+    def crop_session(self, x: np.ndarray, sizes: Any, *, tap: str | None = None) -> Any:
+        """A ``run(image_index, starts, patches)`` over the cached activations of ``x``."""
         ...
 
 
