@@ -307,12 +307,13 @@ def check_reduction(how: Any, allowed: tuple[str | None, ...]) -> None:
 
 
 def reduce_channels(values: np.ndarray, how: str | None) -> np.ndarray:
-    """``(N, H, W, C) -> (N, H, W)`` by ``"max"``, ``"mean"`` or ``"sum"`` over channels.
+    """``(N, H, W, C) -> (N, H, W)`` (images) or ``(N, L, C) -> (N, L)`` (sequences) by
+    ``"max"``, ``"mean"`` or ``"sum"`` over channels, the last axis.
 
     None keeps the channels; arrays without a channel axis (``(N, D)`` vectors) pass unchanged.
     Validate ``how`` first with :func:`check_reduction`.
     """
-    if how is None or values.ndim < 4:
+    if how is None or values.ndim < 3:
         return values
     if how == "max":
         return values.max(axis=-1)

@@ -192,10 +192,12 @@ def resolve(
     Args:
         probe: the records of one complete pass.
         modules: the model's modules by id.
-        input_layout: the layout of the model's input tensor ("NCHW" or "NHWC").
+        input_layout: the layout of the model's input tensor ("NCHW" or "NHWC"; the sequence
+            layouts "NCL"/"NLC" pass a rank-4 input as it is, so they count as "NHWC").
         overrides: forced output layouts by module id (the ``layer_layouts`` option).
         input_overrides: forced layouts of modules' first arguments, by module id.
     """
+    input_layout = NHWC if input_layout in ("NCL", "NLC") else input_layout
     overrides, input_overrides = overrides or {}, input_overrides or {}
     r = _Resolver(probe, modules, input_layout, overrides)
     has_nhwc_input = input_layout == NHWC and len(probe.input_shape) == 3

@@ -173,8 +173,12 @@ def _layout_message(
         msg += "; if the model takes NCHW tensors, wrap it with input_layout='NCHW'"
     if len(numpy_shape) == 4 and numpy_shape[1] in (1, 3, 4) and numpy_shape[3] not in (1, 3, 4):
         msg += "; your array looks channels-first: transpose it with x.transpose(0, 2, 3, 1)"
-    if len(numpy_shape) == 3:
-        msg += "; for one image (H, W, C) add the batch axis: x[None]"
+    if len(numpy_shape) == 3 and layout not in ("NCL", "NLC"):
+        msg += (
+            "; for a sequence model taking (N, C, L) tensors (Conv1d), wrap it with "
+            "input_layout='NCL' and pass (N, L, C) numpy; for one image (H, W, C) add the "
+            "batch axis: x[None]"
+        )
     return msg + "; check the input_shape option too"
 
 

@@ -68,6 +68,8 @@ def to_tensor(
     channels_last view (see the module docstring).
     """
     t = torch.from_numpy(np.ascontiguousarray(x))  # a copy only for odd strides (fast path)
+    if layout == "NCL" and t.ndim == 3:
+        return t.permute(0, 2, 1).to(device=device, dtype=dtype)  # (N, L, C) -> (N, C, L)
     if layout == "NCHW" and t.ndim == 4:
         t = t.permute(0, 3, 1, 2)  # a channels_last view: no copy, and the fast conv path
         if contiguous:  # a real copy: .contiguous() keeps one-channel inputs' strides as they are
@@ -98,6 +100,8 @@ def grad_to_numpy(g: torch.Tensor | None, like: torch.Tensor, layout: str) -> np
     g = g.detach()
     if layout == "NCHW" and g.ndim == 4:
         g = g.permute(0, 2, 3, 1)
+    elif layout == "NCL" and g.ndim == 3:
+        g = g.permute(0, 2, 1)
     return np.ascontiguousarray(g.float().cpu().numpy(), dtype=np.float32)
 
 

@@ -2,7 +2,13 @@
 
 ``input_layout``  ``"NCHW"`` (default: the model takes channels-first tensors and the adapter
                   transposes the channels-last numpy input) or ``"NHWC"`` (the model itself takes
-                  channels-last tensors; the input is passed as is).
+                  channels-last tensors; the input is passed as is). For sequences (N, L, C):
+                  ``"NCL"`` (the model takes (N, C, L) tensors, e.g. ``nn.Conv1d``: the input
+                  is transposed) or ``"NLC"`` (passed as is: LSTMs with ``batch_first=True``,
+                  transformers on (N, T, D) tokens). With an image layout a rank-3 input is
+                  passed as is, and with a sequence layout a rank-4 one: the rank decides,
+                  nothing is guessed. Layer taps keep the layer's own layout for rank-3
+                  tensors (only rank-4 maps are turned channels-last).
 ``input_shape``   channels-last ``(H, W, C)`` (or ``(D,)``) without the batch axis. When given,
                   inputs are checked against it and one dry forward on zeros gives every layer's
                   output shape right away.
@@ -39,7 +45,8 @@ from innersight.core.errors import (
 __all__ = ["VALID_OPTIONS", "TorchOptions", "final_activation", "parse_options"]
 
 VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device", "layer_layouts")
-LAYOUTS = ("NCHW", "NHWC")
+LAYOUTS = ("NCHW", "NHWC", "NCL", "NLC")
+MAP_LAYOUTS = ("NCHW", "NHWC")
 FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
 
 
@@ -78,7 +85,8 @@ def _layout(value: Any) -> str:
     if not isinstance(value, str) or value.upper() not in LAYOUTS:
         raise InputError(
             f"input_layout={value!r} is not supported; use 'NCHW' (the model takes channels-first "
-            "tensors, torch's default) or 'NHWC' (the model takes channels-last tensors)"
+            "tensors, torch's default) or 'NHWC' (the model takes channels-last tensors); for "
+            "sequences 'NCL' (the model takes (N, C, L), e.g. Conv1d) or 'NLC' (it takes (N, L, C))"
         )
     return value.upper()
 
@@ -129,7 +137,7 @@ def _layer_layouts(model: nn.Module, value: Any) -> tuple[tuple[str, str], ...]:
                 f"{type(model).__name__}; {summarize_names(names)}"
                 f"{did_you_mean(str(layer or name), names)}"
             )
-        if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+        if not isinstance(layout, str) or layout.upper() not in MAP_LAYOUTS:
             raise InputError(
                 f"layer_layouts[{name!r}]={layout!r} is not a layout; use 'NCHW' (the tensor is "
                 "(N, C, H, W)) or 'NHWC' (it is (N, H, W, C))"
