@@ -1,4 +1,4 @@
-"""Input x gradient: written exactly as a third party would, against the public plugin API."""
+"""|Input x gradient|: written exactly as a third party would, against the public plugin API."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 from innersight.core import Explanation, Technique, hookimpl, objectives
 
 
-class InputTimesGradient(Technique):
-    name = "input_x_gradient"
-    summary = "Input times the gradient of the target score."
+class AbsInputXGradient(Technique):
+    name = "abs_input_x_gradient"
+    summary = "Magnitude of input times gradient, summed over channels."
     requires = frozenset({"input_gradients"})
 
     def explain(self, model, inputs, *, target=None):
@@ -18,7 +18,7 @@ class InputTimesGradient(Technique):
         return Explanation(
             technique=self.name,
             kind="heatmap",
-            values=(inputs * grads).sum(-1),
+            values=np.abs(inputs * grads).sum(-1),
             inputs=inputs,
             params={"target": np.asarray(target).tolist()},
         )
@@ -26,4 +26,4 @@ class InputTimesGradient(Technique):
 
 @hookimpl
 def innersight_register_techniques():
-    yield InputTimesGradient()
+    yield AbsInputXGradient()
