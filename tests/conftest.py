@@ -1,6 +1,10 @@
 """Shared fixtures: the same small conv net in numpy-reference, torch and Keras form.
 
 torch is imported before TensorFlow: the other order can crash on some builds.
+
+The suite also runs where innersight is installed with its core only (numpy and pluggy: ``make
+test-core``): what imports a framework or another optional package that is not installed is
+skipped with the reason, instead of erroring (:mod:`tests.core_only.optional`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ else:
     torch.set_num_threads(int(os.environ.get("INNERSIGHT_TEST_TORCH_THREADS", "1")))
 
 from tests import models
+from tests.core_only.optional import SkipMissingOptional
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A plugin, not hooks of this conftest: pytest hides a conftest's hooks from a directory
+    # whose own conftest failed to import, and that is one of the errors it turns into skips.
+    config.pluginmanager.register(SkipMissingOptional(), "innersight-skip-missing-optional")
 
 
 @pytest.fixture(scope="session")

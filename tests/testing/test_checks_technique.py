@@ -177,7 +177,11 @@ def test_broken_techniques_fail(ref, name):
 
 
 def test_missing_capability_fails():
-    with pytest.raises(ConformanceError, match="the numpy adapter lacks weights"):
+    with pytest.raises(
+        ConformanceError,
+        match=r"check_technique\('test_needs_weights'\): technique 'test_needs_weights' needs "
+        "weights, which the numpy adapter for reference_conv does not provide",
+    ):
         check_technique(NeedsWeights())
 
 

@@ -255,3 +255,36 @@ def test_reference_adapter_from_weights_shares_no_state(small_weights):
     ea, eb = snapshot(a).entries, snapshot(b).entries
     weights = [k for k in ea if k.endswith(" kernel") or k.endswith(" bias")]
     assert weights and all(ea[k] == eb[k] for k in weights)  # same numbers, same hashes
+
+
+KERAS_ON_TORCH = """
+import torch, keras, innersight
+from innersight.testing import snapshot
+from innersight.testing.checks_state import default_injector, keras_injector
+from innersight.testing.train_mode import training_flags
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
+print(isinstance(model, torch.nn.Module), training_flags(model), snapshot(model).kind,
+      default_injector(model) is keras_injector, innersight.wrap(model).backend)
+"""
+
+
+def test_keras_on_torch_models_are_keras_models_for_the_state_checks():
+    """A Keras 3 model on the torch backend is an ``nn.Module`` too; the snapshot, the injector,
+    the training flags (Keras has no mode to record) and the adapter all treat it as Keras."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    out = subprocess.run(
+        [sys.executable, "-c", KERAS_ON_TORCH],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["True", "{}", "keras", "True", "keras"]

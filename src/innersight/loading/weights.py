@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from innersight.core.errors import InputError
+from innersight.core.frameworks import is_torch
 
 __all__ = ["apply_weights", "first_line"]
 
@@ -30,9 +31,8 @@ def apply_weights(model: Any, weights: str | Path, *, allow_pickle: bool = False
     path = Path(weights).expanduser()
     if not path.is_file():
         raise InputError(f"weights file {str(weights)!r} does not exist")
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module) and not _is_keras(model):
-        _torch_weights(torch, model, path, allow_pickle)
+    if is_torch(model):  # Keras-on-torch models are nn.Modules too: they load Keras weights
+        _torch_weights(sys.modules["torch"], model, path, allow_pickle)
         return
     try:
         model.load_weights(str(path))
@@ -41,10 +41,6 @@ def apply_weights(model: Any, weights: str | Path, *, allow_pickle: bool = False
             f"could not load Keras weights {path.name!r} into model {model.name!r}: "
             f"{first_line(err)}; pass a .weights.h5 file saved from the same architecture"
         ) from err
-
-
-def _is_keras(model: Any) -> bool:
-    return any(cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
 
 
 def _torch_weights(torch: Any, model: Any, path: Path, allow_pickle: bool) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from innersight.core import InputError
 from innersight.models.architectures import DIGITS_SPEC
 from innersight.models.spec import Conv, Dense, Flatten, Spec, build_keras, build_torch
+from innersight.port.layout import conv_kernel_from_torch, dense_kernel_from_torch
 
 DIGITS_CLASSES = tuple(str(d) for d in range(10))
 WEIGHTS_FILE = "digits_cnn.npz"
@@ -97,12 +98,10 @@ def weights_from_torch(spec: Spec, net: Any) -> dict[str, np.ndarray]:
         module = net.get_submodule(layer.name)
         w = module.weight.detach().cpu().numpy()
         if isinstance(layer, Conv):
-            kernel = w.transpose(2, 3, 1, 0)
-        elif i and isinstance(spec.layers[i - 1], Flatten):
-            h, wd, c = shapes[i - 1]
-            kernel = w.reshape(-1, c, h, wd).transpose(2, 3, 1, 0).reshape(h * wd * c, -1)
+            kernel = conv_kernel_from_torch(w)
         else:
-            kernel = w.T
+            after_flatten = i > 0 and isinstance(spec.layers[i - 1], Flatten)
+            kernel = dense_kernel_from_torch(w, shapes[i - 1] if after_flatten else None)
         out[f"{layer.name}/kernel"] = np.ascontiguousarray(kernel, np.float32)
         out[f"{layer.name}/bias"] = module.bias.detach().cpu().numpy().astype(np.float32)
     return out

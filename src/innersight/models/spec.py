@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import InputError
+from innersight.port.layout import conv_kernel_to_torch, dense_kernel_to_torch
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Spec:
         weights: dict[str, np.ndarray] = {}
         fan_in = self.input_shape[-1]
         for layer, shape in zip(self.layers, self.shapes()):
+            k: tuple[int, ...]
             if isinstance(layer, Conv):
                 k = (layer.kernel, layer.kernel, fan_in, layer.filters)
                 fan = layer.kernel * layer.kernel * fan_in
@@ -152,7 +154,7 @@ def build_torch(spec: Spec, weights: dict[str, np.ndarray] | None = None) -> Any
                 prev = spec.layers[i - 1] if i else None
                 spatial = shapes[i - 1] if isinstance(prev, Flatten) else None
                 kernel = _torch_kernel(kernel, layer, spatial)
-                module = net.get_submodule(layer.name)
+                module: Any = net.get_submodule(layer.name)
                 module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
                 module.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
     return net.eval()
@@ -160,12 +162,8 @@ def build_torch(spec: Spec, weights: dict[str, np.ndarray] | None = None) -> Any
 
 def _torch_kernel(kernel: np.ndarray, layer: Layer, spatial: tuple[int, ...] | None) -> Any:
     if isinstance(layer, Conv):
-        return kernel.transpose(3, 2, 0, 1)
-    if spatial is not None:
-        # Keras flattens (h, w, c), torch (c, h, w): reorder the dense layer's input rows.
-        h, w, c = spatial
-        return kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(kernel.shape[1], -1)
-    return kernel.T
+        return conv_kernel_to_torch(kernel)
+    return dense_kernel_to_torch(kernel, spatial)  # after a Flatten: its rows reordered
 
 
 def build_keras(spec: Spec, weights: dict[str, np.ndarray] | None = None) -> Any:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
+from innersight.core import frameworks
 from innersight.core.errors import InputError
 from innersight.port.ir import STAGES, Chain, Op
 
@@ -27,15 +27,10 @@ def _native(model: Any) -> Any:
 
 
 def framework_of(model: Any) -> str | None:
-    """ "keras", "torch" or None, without importing either framework."""
-    model = _native(model)
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, keras.Model):
-        return "keras"
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
-    return None
+    """ "keras", "torch" (TorchScript included) or None for a model or its adapter, without
+    importing either framework (:func:`innersight.core.frameworks.framework_of`)."""
+    kind = frameworks.framework_of(_native(model))
+    return "torch" if kind == "torchscript" else kind
 
 
 def _adapter_shape(model: Any) -> tuple[int, ...] | None:

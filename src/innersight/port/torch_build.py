@@ -11,11 +11,13 @@ back folds exactly these names, so a round trip restores the original layers.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from innersight.port.ir import Chain, Op, unsupported
+from innersight.port.layout import conv_kernel_to_torch, dense_kernel_to_torch, rows_to_torch_order
 
 __all__ = ["build_torch", "torch_name"]
 
@@ -31,14 +33,6 @@ def torch_name(name: str, used: set[str]) -> str:
         out, i = f"{base}_{i}", i + 1
     used.add(out)
     return out
-
-
-def _to_torch_order(array: np.ndarray, hwc: tuple[int, ...]) -> np.ndarray:
-    """Rows (or entries) in Keras' (h, w, c) order -> torch's (c, h, w) order."""
-    h, w, c = hwc
-    rest = array.shape[1:]
-    moved = array.reshape(h, w, c, *rest).transpose(2, 0, 1, *range(3, 3 + len(rest)))
-    return np.ascontiguousarray(moved.reshape(array.shape))
 
 
 def build_torch(chain: Chain) -> Any:
@@ -90,19 +84,20 @@ def _modules(
                 "use padding='valid' or an input size the pool divides evenly",
             )
         size, strides = op.attrs["size"], op.attrs["strides"]
+        pool: nn.Module
         if op.attrs["mode"] == "max":
             pool = nn.MaxPool2d(size, strides, padding=(t, left))
         else:
             pool = nn.AvgPool2d(size, strides, padding=(t, left), count_include_pad=False)
         return [(main, pool, {})]
     if op.kind == "gap":
-        out = [(main, nn.AdaptiveAvgPool2d(1), {})]
+        out: list[tuple[str, Any, dict[str, np.ndarray]]] = [(main, nn.AdaptiveAvgPool2d(1), {})]
         if not op.attrs["keepdims"]:
             flat = n["flat"] if "main" in n else f"{op.name}_flatten"
             out.append((torch_name(flat, used), nn.Flatten(), {}))
         return out
     if op.kind == "bn":
-        w = {k: _to_torch_order(v, hwc) if hwc else v for k, v in op.weights.items()}
+        w = {k: rows_to_torch_order(v, hwc) if hwc else v for k, v in op.weights.items()}
         cls = nn.BatchNorm2d if len(chain.in_shape(index)) == 3 else nn.BatchNorm1d
         bn = cls(len(w["mean"]), eps=op.attrs["epsilon"])
         keys = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
@@ -110,7 +105,7 @@ def _modules(
     if op.kind == "pad":
         t, b, left, r = op.attrs["pads"]
         return [(main, nn.ZeroPad2d((left, r, t, b)), {})]
-    simple = {
+    simple: dict[str, Callable[[], Any]] = {
         "dropout": lambda: nn.Dropout(op.attrs["rate"]),
         "flatten": nn.Flatten,
         "identity": nn.Identity,
@@ -128,9 +123,8 @@ def _linear(
     a, w = op.attrs, op.weights
     weights = {"weight": w["kernel"], **({"bias": w["bias"]} if a["use_bias"] else {})}
     if op.kind == "dense":
-        kernel = _to_torch_order(w["kernel"], hwc) if hwc else w["kernel"]
-        weights["weight"] = kernel.T
-        module: Any = nn.Linear(kernel.shape[0], a["units"], bias=a["use_bias"])
+        weights["weight"] = dense_kernel_to_torch(w["kernel"], hwc or None)
+        module: Any = nn.Linear(w["kernel"].shape[0], a["units"], bias=a["use_bias"])
         main = torch_name(op.name, used)
     else:
         t, b, left, r = a["pads"]
@@ -153,7 +147,7 @@ def _linear(
             groups=a["groups"],
             bias=a["use_bias"],
         )
-        weights["weight"] = w["kernel"].transpose(3, 2, 0, 1)
+        weights["weight"] = conv_kernel_to_torch(w["kernel"])
     out.append((main, module, weights))
     if op.act is not None:
         act = op.names.get("act", op.name)

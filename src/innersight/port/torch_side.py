@@ -12,6 +12,11 @@ import numpy as np
 
 from innersight.core.errors import InputError
 from innersight.port.ir import Chain, Op, canonicalize, unsupported
+from innersight.port.layout import (
+    conv_kernel_from_torch,
+    dense_kernel_from_torch,
+    rows_from_torch_order,
+)
 
 __all__ = ["read_torch"]
 
@@ -85,7 +90,7 @@ def _record(path: str, m: Any, chain: Chain) -> Op:
     elif kind is nn.Linear:
         op.kind = "dense"
         op.attrs.update(units=int(m.out_features), use_bias=m.bias is not None)
-        op.weights["kernel"] = _np(m.weight).T.copy()
+        op.weights["kernel"] = dense_kernel_from_torch(_np(m.weight))
         if m.bias is not None:
             op.weights["bias"] = _np(m.bias)
     elif kind in (nn.MaxPool2d, nn.AvgPool2d):
@@ -150,7 +155,7 @@ def _read_conv(op: Op, m: Any, chain: Chain) -> None:
     else:
         ph, pw = _pair(m.padding)
         op.attrs["pads"] = (ph, ph, pw, pw)
-    op.weights["kernel"] = _np(m.weight).transpose(2, 3, 1, 0).copy()
+    op.weights["kernel"] = conv_kernel_from_torch(_np(m.weight))
     if m.bias is not None:
         op.weights["bias"] = _np(m.bias)
 
@@ -181,10 +186,6 @@ def _read_pool(op: Op, m: Any, chain: Chain) -> None:
 
 
 def _from_torch_order(op: Op, hwc: tuple[int, ...]) -> None:
-    h, w, c = hwc
-    if op.kind == "dense":
-        k = op.weights["kernel"]
-        op.weights["kernel"] = k.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
-    else:
-        for key in ("gamma", "beta", "mean", "var"):
-            op.weights[key] = op.weights[key].reshape(c, h, w).transpose(1, 2, 0).ravel()
+    keys = ("kernel",) if op.kind == "dense" else ("gamma", "beta", "mean", "var")
+    for key in keys:
+        op.weights[key] = rows_from_torch_order(op.weights[key], hwc)

@@ -6,6 +6,9 @@ reference adapter (no framework needed)::
     from innersight import testing
 
     testing.check_adapter(my_model, x)                 # wraps with innersight.wrap
+    @testing.parametrize_with_checks({"mine": build})  # one pytest test per check
+    def test_conformance(adapter, check):
+        check(adapter)
     testing.check_technique(MyTechnique(), testing.reference_model(), x, target=0)
     report = testing.check_all_techniques(adapter, x)  # {name: "passed" | "skipped: ..."}
     testing.check_train_mode_preserved(model.train(), x, technique="saliency")
@@ -35,15 +38,24 @@ from innersight.testing.checks_state import (
     reference_injector,
     torch_injector,
 )
-from innersight.testing.checks_suite import check_adapter
+from innersight.testing.checks_suite import (
+    ADAPTER_CHECKS,
+    AdapterCase,
+    AdapterCheck,
+    check_adapter,
+)
 from innersight.testing.checks_technique import check_all_techniques, check_technique
+from innersight.testing.parametrize import parametrize_with_checks
 from innersight.testing.reference import SMALL_NET_LAYOUT, ReferenceAdapter, ReferenceNetwork
 from innersight.testing.reference_models import reference_model
 from innersight.testing.state import Snapshot, diff, snapshot
 from innersight.testing.train_mode import check_train_mode_preserved
 
 __all__ = [
+    "ADAPTER_CHECKS",
     "SMALL_NET_LAYOUT",
+    "AdapterCase",
+    "AdapterCheck",
     "ConformanceError",
     "ConformanceWarning",
     "ReferenceAdapter",
@@ -66,6 +78,7 @@ __all__ = [
     "default_injector",
     "diff",
     "keras_injector",
+    "parametrize_with_checks",
     "reference_injector",
     "reference_model",
     "snapshot",

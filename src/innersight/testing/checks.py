@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from innersight.core import missing_capabilities
 from innersight.core.objectives import Channel, Logit, Neuron, Objective
 
 __all__ = [
@@ -57,7 +58,7 @@ def capabilities(adapter: Any) -> set[str]:
 
 def require(check: str, adapter: Any, *needed: str) -> None:
     """Fail when ``adapter`` lacks a capability the check needs."""
-    missing = sorted(set(needed) - capabilities(adapter))
+    missing = missing_capabilities(needed, adapter)
     if missing:
         fail(
             check,

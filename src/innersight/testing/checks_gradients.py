@@ -248,6 +248,33 @@ def _expected_seed(obj: Objective, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def _check_own_objectives(c: str, fn: Any, x: np.ndarray, layer: str, fr: Any) -> None:
+    """Channel (with crop) and Neuron objectives ON ``layer``: exact masks as gradients."""
+    rows, act = np.arange(len(x)), fr.activations[layer]
+    shape = act.shape
+    crop = 1 if len(shape) == 4 and min(shape[1:3]) >= 3 else 0
+    own: list[Objective] = [
+        Channel(layer, (rows * 3 + 1) % shape[-1], crop=crop),
+        Neuron(layer, (rows * 5 + 3) % act[0].size),
+    ]
+    for obj in own:
+        values, acts, grads = fn(x, obj, layer)
+        label = f"layer_value_and_grad(x, {describe(obj)}, {layer!r})"
+        check_array(c, f"values of {label}", values, (len(x),))
+        check_array(c, f"activations from {label}", acts, shape)
+        check_array(c, f"gradient from {label}", grads, shape)
+        assert_close(c, f"activations from {label} (vs. forward taps)", acts, act, rtol=1e-5)
+        expected = evaluate(obj, fr.outputs, {layer: act})
+        assert_close(c, f"values of {label}", values, expected, rtol=1e-4, atol=1e-6)
+        assert_close(
+            c,
+            f"gradient from {label} (vs. the exact {type(obj).__name__} mask)",
+            grads,
+            _expected_seed(obj, shape),
+            rtol=1e-5,
+        )
+
+
 def check_layer_gradients(
     adapter: Any, x: np.ndarray, *, rtol: float = 2e-2, seed: int = 0
 ) -> None:
@@ -267,7 +294,7 @@ def check_layer_gradients(
     if not callable(fn):
         fail(c, "the adapter declares layer_gradients but has no layer_value_and_grad method")
     x = np.array(x, dtype=np.float32)
-    n, rows = len(x), np.arange(len(x))
+    rows = np.arange(len(x))
     pick = pick_layers(adapter, x)
     layers = [name for name in (pick.spatial, pick.vector) if name]
     if not layers:
@@ -276,35 +303,7 @@ def check_layer_gradients(
     num_outputs = int(np.prod(fr.outputs.shape[1:]))
     rng = np.random.default_rng(seed)
     for layer in layers:
-        act = fr.activations[layer]
-        shape = act.shape
-        crop = 1 if len(shape) == 4 and min(shape[1:3]) >= 3 else 0
-        own: list[Objective] = [
-            Channel(layer, (rows * 3 + 1) % shape[-1], crop=crop),
-            Neuron(layer, (rows * 5 + 3) % act[0].size),
-        ]
-        for obj in own:
-            values, acts, grads = fn(x, obj, layer)
-            label = f"layer_value_and_grad(x, {describe(obj)}, {layer!r})"
-            check_array(c, f"values of {label}", values, (n,))
-            check_array(c, f"activations from {label}", acts, shape)
-            check_array(c, f"gradient from {label}", grads, shape)
-            assert_close(c, f"activations from {label} (vs. forward taps)", acts, act, rtol=1e-5)
-            assert_close(
-                c,
-                f"values of {label}",
-                values,
-                evaluate(obj, fr.outputs, {layer: act}),
-                rtol=1e-4,
-                atol=1e-6,
-            )
-            assert_close(
-                c,
-                f"gradient from {label} (vs. the exact {type(obj).__name__} mask)",
-                grads,
-                _expected_seed(obj, shape),
-                rtol=1e-5,
-            )
+        _check_own_objectives(c, fn, x, layer, fr)
         logit = Logit(rows % num_outputs)
         values, _, grads = fn(x, logit, layer)
         ref_values, _ = adapter.value_and_grad(x, logit)

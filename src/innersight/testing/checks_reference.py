@@ -52,34 +52,40 @@ def check_matches_reference(
             rtol=rtol,
         )
     _check_special_taps(adapter, reference, x, mapping, ref_names, rtol)
-    rows = np.arange(len(x))
-    logit = Logit(rows % int(np.prod(exp.outputs.shape[1:])))
+    logit = Logit(np.arange(len(x)) % int(np.prod(exp.outputs.shape[1:])))
     shared = capabilities(adapter) & capabilities(reference)
-    modes = ("plain", "guided", "deconv") if "relu_override" in shared else ("plain",)
-    for mode in modes if "input_gradients" in shared else ():
-        for obj, ref_obj in _paired_objectives(logit, mapping, exp.activations):
-            v, g = adapter.value_and_grad(x, obj, relu=mode)
-            rv, rg = reference.value_and_grad(x, ref_obj, relu=mode)
-            assert_close(
-                c,
-                f"values of {describe(obj)} (relu={mode!r}, vs. reference)",
-                v,
-                rv,
-                rtol=rtol,
-                atol=1e-6,
-            )
-            assert_close(
-                c, f"gradient of {describe(obj)} (relu={mode!r}, vs. reference)", g, rg, rtol=rtol
-            )
+    if "input_gradients" in shared:
+        modes = ("plain", "guided", "deconv") if "relu_override" in shared else ("plain",)
+        for mode in modes:
+            for obj, ref_obj in _paired_objectives(logit, mapping, exp.activations):
+                _check_input_gradients(adapter, reference, x, obj, ref_obj, mode, rtol)
     if "layer_gradients" in shared and mapping:
         spatial = [m for m, t in mapping.items() if exp.activations[t].ndim == 4]
         mine = spatial[-1] if spatial else next(iter(mapping))
-        v, a, g = adapter.layer_value_and_grad(x, logit, mine)
-        rv, ra, rg = reference.layer_value_and_grad(x, logit, mapping[mine])
-        what = f"layer_value_and_grad at {mine!r} (vs. reference {mapping[mine]!r})"
-        assert_close(c, f"values of {what}", v, rv, rtol=rtol, atol=1e-6)
-        assert_close(c, f"activations of {what}", a, ra, rtol=rtol)
-        assert_close(c, f"gradient of {what}", g, rg, rtol=rtol)
+        _check_layer_gradients(adapter, reference, x, logit, (mine, mapping[mine]), rtol)
+
+
+def _check_input_gradients(
+    adapter: Any, reference: Any, x: np.ndarray, obj: Any, ref_obj: Any, mode: str, rtol: float
+) -> None:
+    c = "check_matches_reference"
+    v, g = adapter.value_and_grad(x, obj, relu=mode)
+    rv, rg = reference.value_and_grad(x, ref_obj, relu=mode)
+    what = f"{describe(obj)} (relu={mode!r}, vs. reference)"
+    assert_close(c, f"values of {what}", v, rv, rtol=rtol, atol=1e-6)
+    assert_close(c, f"gradient of {what}", g, rg, rtol=rtol)
+
+
+def _check_layer_gradients(
+    adapter: Any, reference: Any, x: np.ndarray, logit: Any, layers: tuple[str, str], rtol: float
+) -> None:
+    c, (mine, theirs) = "check_matches_reference", layers
+    v, a, g = adapter.layer_value_and_grad(x, logit, mine)
+    rv, ra, rg = reference.layer_value_and_grad(x, logit, theirs)
+    what = f"layer_value_and_grad at {mine!r} (vs. reference {theirs!r})"
+    assert_close(c, f"values of {what}", v, rv, rtol=rtol, atol=1e-6)
+    assert_close(c, f"activations of {what}", a, ra, rtol=rtol)
+    assert_close(c, f"gradient of {what}", g, rg, rtol=rtol)
 
 
 def _paired_objectives(

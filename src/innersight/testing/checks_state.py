@@ -20,9 +20,10 @@ from unittest import mock
 
 import numpy as np
 
+from innersight.core.frameworks import is_keras, is_torch
 from innersight.core.objectives import Channel, Logit
 from innersight.testing.checks import ConformanceError, ConformanceWarning, capabilities, fail
-from innersight.testing.state import _is_keras, _is_torch, diff, snapshot
+from innersight.testing.state import diff, snapshot
 
 __all__ = [
     "Injector",
@@ -115,9 +116,9 @@ def default_injector(model: Any) -> Injector | None:
 
     if isinstance(model, (ReferenceNetwork, ReferenceAdapter)):
         return reference_injector
-    if _is_keras(model):  # before torch: Keras-on-torch models are nn.Modules too
+    if is_keras(model):
         return keras_injector
-    if _is_torch(model):
+    if is_torch(model):  # not Keras-on-torch models, which are nn.Modules too
         return torch_injector
     return None
 

@@ -1,16 +1,25 @@
-"""``check_adapter``: every backend check, in one call."""
+"""The backend checks as one list: :func:`check_adapter` runs them all in one call, and
+:func:`~innersight.testing.parametrize_with_checks` makes one pytest test of each.
+
+An :class:`AdapterCase` is what the checks judge: the model or adapter and the options of
+``check_adapter`` (sample batch, error injector, reference, layer map, wrap options). Each
+:class:`AdapterCheck` in :data:`ADAPTER_CHECKS` says which capabilities it needs; a check that
+does not apply to an adapter is skipped, with the reason.
+"""
 
 from __future__ import annotations
 
-import functools
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from innersight.core import missing_capabilities
 from innersight.core.adapter import ModelAdapter
-from innersight.testing.checks import ConformanceError, capabilities, native_model, sample_inputs
+from innersight.testing.checks import ConformanceError, native_model, sample_inputs
 from innersight.testing.checks_adapter import (
     check_inputs_not_mutated,
     check_layers,
@@ -22,7 +31,13 @@ from innersight.testing.checks_gradients import check_gradients, check_layer_gra
 from innersight.testing.checks_reference import check_matches_reference
 from innersight.testing.checks_state import Injector, check_state_preserved
 
-__all__ = ["check_adapter", "resolve_adapter"]
+__all__ = [
+    "ADAPTER_CHECKS",
+    "AdapterCase",
+    "AdapterCheck",
+    "check_adapter",
+    "resolve_adapter",
+]
 
 
 def resolve_adapter(model_or_adapter: Any, **wrap_options: Any) -> tuple[Any, Any]:
@@ -38,6 +53,149 @@ def resolve_adapter(model_or_adapter: Any, **wrap_options: Any) -> tuple[Any, An
     return innersight.wrap(model_or_adapter, **wrap_options), model_or_adapter
 
 
+@dataclass(eq=False)
+class AdapterCase:
+    """An adapter to check, with the options the checks need (those of :func:`check_adapter`).
+
+    The adapter is made (wrapped, sampled) on first use, once, and shared by every check.
+
+    Attributes:
+        model_or_adapter: a native model (wrapped with ``innersight.wrap(model,
+            **wrap_options)``), a ModelAdapter, or a ReferenceNetwork.
+        x: a small sample batch (default: 3 noise samples of the adapter's ``input_shape``).
+        model: the native model behind an adapter, for the state checks (default: the
+            adapter's ``model``/``module``/``network`` attribute, else the adapter itself).
+        inject: error injector for :func:`check_state_preserved` (False: skip forced errors).
+        reference: an equivalent ReferenceAdapter (or any adapter) to compare every number with.
+        layer_map: adapter layer name -> reference layer name, for ``reference``.
+        wrap_options: options for ``innersight.wrap`` (also used for the fresh adapters of the
+            forced-error checks).
+    """
+
+    model_or_adapter: Any
+    x: np.ndarray | None = None
+    model: Any = None
+    inject: Injector | bool | None = None
+    reference: Any = None
+    layer_map: Mapping[str, str] | None = None
+    wrap_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def adapter(self) -> Any:
+        """The adapter under test."""
+        return self._resolved[0]
+
+    @cached_property
+    def native(self) -> Any:
+        """The native model whose state the state checks watch."""
+        return self.model if self.model is not None else self._resolved[1]
+
+    @cached_property
+    def inputs(self) -> np.ndarray:
+        """``x``, or 3 noise samples of the adapter's input shape."""
+        return sample_inputs(self.adapter) if self.x is None else np.asarray(self.x)
+
+    @cached_property
+    def _resolved(self) -> tuple[Any, Any]:
+        return resolve_adapter(self.model_or_adapter, **dict(self.wrap_options))
+
+    def fresh_adapter(self) -> Any:
+        """A new adapter of the same model, not ``innersight.wrap``'s cached one (whose
+        functions were traced before an error injector was installed)."""
+        from innersight.core.manager import get_plugin_manager
+        from innersight.testing.reference import ReferenceAdapter, ReferenceNetwork
+
+        if isinstance(self.native, ReferenceNetwork):
+            return ReferenceAdapter(self.native)
+        if isinstance(self.model_or_adapter, ModelAdapter) and self.native is self.adapter:
+            return self.adapter  # nothing to re-wrap: reuse the adapter
+        return get_plugin_manager().wrap(self.native, dict(self.wrap_options))
+
+
+@dataclass(frozen=True)
+class AdapterCheck:
+    """One conformance check of an adapter.
+
+    Attributes:
+        name: the check's name in reports and test ids, e.g. ``"check_gradients(guided)"``.
+        run: runs the check on an :class:`AdapterCase`; raises ConformanceError on failure.
+        needs: the capabilities the adapter must declare for the check to apply.
+        needs_reference: the check applies only to a case with a ``reference``.
+    """
+
+    name: str
+    run: Callable[[AdapterCase], None]
+    needs: frozenset[str] = frozenset()
+    needs_reference: bool = False
+
+    def skip_reason(self, case: AdapterCase) -> str | None:
+        """Why the check does not apply to ``case`` (None when it does)."""
+        if self.needs_reference and case.reference is None:
+            return f"{self.name} compares with a reference adapter, and none was given"
+        missing = missing_capabilities(self.needs, case.adapter)
+        if missing:
+            return (
+                f"{self.name} needs {', '.join(missing)}, which the "
+                f"{case.adapter.backend} adapter does not declare"
+            )
+        return None
+
+    def __call__(self, case: AdapterCase) -> None:
+        self.run(case)
+
+    def __repr__(self) -> str:
+        return f"<AdapterCheck {self.name}>"
+
+
+def _state(case: AdapterCase) -> None:
+    check_state_preserved(
+        case.native, case.adapter, case.inputs, inject=case.inject, make_adapter=case.fresh_adapter
+    )
+
+
+def _reference(case: AdapterCase) -> None:
+    check_matches_reference(case.adapter, case.reference, case.inputs, layer_map=case.layer_map)
+
+
+_GRADS = frozenset({"input_gradients"})
+_OVERRIDE = frozenset({"input_gradients", "relu_override"})
+
+#: Every backend check, in the order :func:`check_adapter` runs them.
+ADAPTER_CHECKS: tuple[AdapterCheck, ...] = (
+    AdapterCheck("check_protocol", lambda c: check_protocol(c.adapter)),
+    AdapterCheck("check_layers", lambda c: check_layers(c.adapter)),
+    AdapterCheck(
+        "check_taps", lambda c: check_taps(c.adapter, c.inputs), frozenset({"layer_taps"})
+    ),
+    AdapterCheck(
+        "check_unknown_layer",
+        lambda c: check_unknown_layer(c.adapter, c.inputs),
+        frozenset({"layer_taps"}),
+    ),
+    AdapterCheck("check_gradients", lambda c: check_gradients(c.adapter, c.inputs), _GRADS),
+    AdapterCheck(
+        "check_gradients(guided)",
+        lambda c: check_gradients(c.adapter, c.inputs, relu="guided"),
+        _OVERRIDE,
+    ),
+    AdapterCheck(
+        "check_gradients(deconv)",
+        lambda c: check_gradients(c.adapter, c.inputs, relu="deconv"),
+        _OVERRIDE,
+    ),
+    AdapterCheck(
+        "check_layer_gradients",
+        lambda c: check_layer_gradients(c.adapter, c.inputs),
+        frozenset({"layer_gradients", "layer_taps", "input_gradients"}),
+    ),
+    AdapterCheck(
+        "check_inputs_not_mutated", lambda c: check_inputs_not_mutated(c.adapter, c.inputs)
+    ),
+    AdapterCheck("check_state_preserved", _state),
+    AdapterCheck("check_matches_reference", _reference, needs_reference=True),
+)
+
+
 def check_adapter(
     model_or_adapter: Any,
     x: np.ndarray | None = None,
@@ -50,89 +208,39 @@ def check_adapter(
 ) -> None:
     """Run every backend check that applies to the adapter's capabilities.
 
+    Every check runs, whatever the others do; for one pytest test per check (each failure
+    shown on its own, checks that do not apply shown as skipped), use
+    :func:`~innersight.testing.parametrize_with_checks`.
+
     Args:
         model_or_adapter: a native model (wrapped with ``innersight.wrap(model, **wrap_options)``),
             a ModelAdapter, or a ReferenceNetwork.
-        x: a small sample batch (default: 3 noise samples of the adapter's ``input_shape``).
-        model: the native model behind an adapter, for the state checks (default: the adapter's
-            ``model``/``module``/``network`` attribute, else the adapter itself).
-        inject: error injector for :func:`check_state_preserved` (False: skip forced errors).
-        reference: an equivalent ReferenceAdapter (or any adapter) to compare every number with.
-        layer_map: adapter layer name -> reference layer name, for ``reference``.
-        wrap_options: options for ``innersight.wrap`` (also used for the fresh adapters of the
-            forced-error checks).
+        x, model, inject, reference, layer_map, wrap_options: as in :class:`AdapterCase`.
 
     Raises:
         ConformanceError: listing every failed check with its message.
     """
-    options = dict(wrap_options or {})
-    adapter, native = resolve_adapter(model_or_adapter, **options)
-    native = model if model is not None else native
-    x = sample_inputs(adapter) if x is None else np.asarray(x)
-    make_adapter = _fresh_factory(model_or_adapter, native, options)
-    caps = capabilities(adapter)
-    checks: list[tuple[str, Callable[[], None]]] = [
-        ("check_protocol", lambda: check_protocol(adapter)),
-        ("check_layers", lambda: check_layers(adapter)),
-    ]
-    if "layer_taps" in caps:
-        checks.append(("check_taps", lambda: check_taps(adapter, x)))
-        checks.append(("check_unknown_layer", lambda: check_unknown_layer(adapter, x)))
-    if "input_gradients" in caps:
-        checks.append(("check_gradients", lambda: check_gradients(adapter, x)))
-        if "relu_override" in caps:
-            for mode in ("guided", "deconv"):
-                checks.append(
-                    (
-                        f"check_gradients({mode})",
-                        functools.partial(check_gradients, adapter, x, relu=mode),
-                    )
-                )
-    if {"layer_gradients", "layer_taps", "input_gradients"} <= caps:
-        checks.append(("check_layer_gradients", lambda: check_layer_gradients(adapter, x)))
-    checks.append(("check_inputs_not_mutated", lambda: check_inputs_not_mutated(adapter, x)))
-    checks.append(
-        (
-            "check_state_preserved",
-            lambda: check_state_preserved(
-                native, adapter, x, inject=inject, make_adapter=make_adapter
-            ),
-        )
+    case = AdapterCase(
+        model_or_adapter, x, model, inject, reference, layer_map, dict(wrap_options or {})
     )
-    if reference is not None:
-        checks.append(
-            (
-                "check_matches_reference",
-                lambda: check_matches_reference(adapter, reference, x, layer_map=layer_map),
-            )
-        )
-    failures = []
-    for name, run in checks:
-        try:
-            run()
-        except ConformanceError as err:
-            failures.append(str(err))
-        except Exception as err:
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            failures.append(
-                f"{name}: raised {type(err).__name__}: {err} (at {where.filename}:{where.lineno})"
-            )
+    checks = [check for check in ADAPTER_CHECKS if check.skip_reason(case) is None]
+    failures = [f for f in (_failure(check, case) for check in checks) if f is not None]
     if failures:
         raise ConformanceError(
-            f"the {adapter.backend} adapter for {adapter.name} fails "
-            f"{len(failures)} of {len(checks)} "
-            "conformance checks:\n- " + "\n- ".join(failures)
+            f"the {case.adapter.backend} adapter for {case.adapter.name} fails "
+            f"{len(failures)} of {len(checks)} conformance checks:\n- " + "\n- ".join(failures)
         )
 
 
-def _fresh_factory(given: Any, native: Any, options: Mapping[str, Any]) -> Callable[[], Any] | None:
-    from innersight.testing.reference import ReferenceAdapter, ReferenceNetwork
-
-    if isinstance(native, ReferenceNetwork):
-        return lambda: ReferenceAdapter(native)
-    if isinstance(given, ModelAdapter) and native is given:
-        return lambda: given  # nothing to re-wrap: reuse the adapter
-    from innersight.core.manager import get_plugin_manager
-
-    # A new adapter each time, not innersight.wrap's cached one (traced before the injector).
-    return lambda: get_plugin_manager().wrap(native, options)
+def _failure(check: AdapterCheck, case: AdapterCase) -> str | None:
+    """The check's failure as one line of the summary, None when it passes."""
+    try:
+        check(case)
+    except ConformanceError as err:
+        return str(err)
+    except Exception as err:
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        return (
+            f"{check.name}: raised {type(err).__name__}: {err} (at {where.filename}:{where.lineno})"
+        )
+    return None

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from innersight.core import capability_message
 from innersight.core.errors import InnersightError
 from innersight.core.markers import hookimpl
 from innersight.core.technique import KINDS, Explanation, Technique, to_jsonable
 from innersight.testing.checks import (
     ConformanceError,
     assert_close,
-    capabilities,
     fail,
     native_model,
     pick_layers,
@@ -127,7 +127,7 @@ def _direct(
     c: str, tech: Technique, adapter: Any, x: np.ndarray | None, params: dict[str, Any]
 ) -> Any:
     try:
-        result = tech.explain(adapter, x, **params)  # type: ignore[arg-type]  # None: no inputs
+        result = tech.run(adapter, x, **params)
     except Exception as err:
         fail(c, f"crashed when called directly with {type(err).__name__}: {err}")
     if not isinstance(result, Explanation):
@@ -145,12 +145,12 @@ def check_technique(
             duration of the check when it is not yet).
         adapter: the adapter to run on (default: ``reference_model("conv")``).
         x: inputs (default: 3 noise samples; none for techniques with ``needs_inputs=False``).
-        **params: the technique's parameters (``seed=0`` is added when it takes a seed).
+        **params: the technique's parameters (``seed=0`` is added: every technique takes it).
 
     Verifies: the adapter has the technique's ``requires``; ``explain`` returns an Explanation
     with the technique's name and a renderable ``kind``, finite numeric values with one entry
     per input (for ``needs_inputs``), ``inputs`` equal to ``x``; a second, direct call
-    ``technique.explain(adapter, batch, **params)`` gives the same values (determinism) and
+    ``technique.run(adapter, batch, **params)`` gives the same values (determinism) and
     leaves ``batch`` unchanged (as ``explain`` leaves ``x``); the model's state snapshot is
     unchanged;
     ``save(.npz)`` + ``Explanation.load`` round-trips technique, kind, values, inputs and
@@ -161,50 +161,57 @@ def check_technique(
     adapter = reference_model("conv") if adapter is None else adapter
     with _registered(technique) as tech:
         c = f"check_technique({tech.name!r})"
-        missing = sorted(str(r) for r in tech.requires if str(r) not in capabilities(adapter))
-        if missing:
-            fail(
-                c,
-                f"the {adapter.backend} adapter lacks {', '.join(missing)}; "
-                "check it on an adapter that has them",
-            )
+        lacking = capability_message(f"technique {tech.name!r}", tech.requires, adapter)
+        if lacking is not None:
+            fail(c, lacking)
         if x is None and tech.needs_inputs:
             x = sample_inputs(adapter, 3, seed=0)
-        x32 = None if x is None else np.array(x, dtype=np.float32)
-        if "seed" in tech.parameters() and "seed" not in params:
-            params["seed"] = 0
-        model = native_model(adapter)
-        before, x_before = snapshot(model), None if x is None else np.array(x, copy=True)
-        first = _explain(c, tech, adapter, x, params)
-        _check_explanation(c, tech, first, x32)
-        if x is not None and x_before is not None and np.asarray(x).tobytes() != x_before.tobytes():
-            fail(c, "mutated the caller's inputs in place through innersight.explain")
-        # Called directly (as other techniques, the CLI and reports may), it gets the batch itself.
-        direct = None if x32 is None else x32.copy()
-        second = _direct(c, tech, adapter, direct, params)
-        if direct is not None and x32 is not None and direct.tobytes() != x32.tobytes():
-            fail(
-                c,
-                f"mutated its inputs in place ({int(np.sum(direct != x32))} entries changed); "
-                "copy the batch before changing it",
-            )
-        changes = diff(before, snapshot(model))
-        if changes:
-            fail(c, "left the model changed:\n  " + "\n  ".join(changes[:15]))
-        for key, arr in _values(first).items():
-            again = _values(second).get(key)
-            if (
-                again is None
-                or again.shape != arr.shape
-                or not np.allclose(again, arr, rtol=1e-6, atol=1e-7)
-            ):
-                fail(
-                    c,
-                    f"is not deterministic: values[{key!r}] differ between two runs with the same "
-                    "inputs and parameters (take a `seed` parameter and use it)",
-                )
+        params.setdefault("seed", 0)  # a common parameter: every technique takes it
+        first, second = _two_runs(c, tech, adapter, x, params)
+        _check_deterministic(c, first, second)
         _check_roundtrip(c, first)
         _check_render(c, first)
+
+
+def _two_runs(
+    c: str, tech: Technique, adapter: Any, x: Any, params: dict[str, Any]
+) -> tuple[Explanation, Explanation]:
+    """One run through ``innersight.explain``, one direct (as other techniques, the CLI and
+    reports may call it): neither may change its inputs nor the model."""
+    x32 = None if x is None else np.array(x, dtype=np.float32)
+    model = native_model(adapter)
+    before, x_before = snapshot(model), None if x is None else np.array(x, copy=True)
+    first = _explain(c, tech, adapter, x, params)
+    _check_explanation(c, tech, first, x32)
+    if x_before is not None and np.asarray(x).tobytes() != x_before.tobytes():
+        fail(c, "mutated the caller's inputs in place through innersight.explain")
+    direct = None if x32 is None else x32.copy()  # called directly, it gets the batch itself
+    second = _direct(c, tech, adapter, direct, params)
+    if direct is not None and x32 is not None and direct.tobytes() != x32.tobytes():
+        fail(
+            c,
+            f"mutated its inputs in place ({int(np.sum(direct != x32))} entries changed); "
+            "copy the batch before changing it",
+        )
+    changes = diff(before, snapshot(model))
+    if changes:
+        fail(c, "left the model changed:\n  " + "\n  ".join(changes[:15]))
+    return first, second
+
+
+def _check_deterministic(c: str, first: Explanation, second: Explanation) -> None:
+    for key, arr in _values(first).items():
+        again = _values(second).get(key)
+        if (
+            again is None
+            or again.shape != arr.shape
+            or not np.allclose(again, arr, rtol=1e-6, atol=1e-7)
+        ):
+            fail(
+                c,
+                f"is not deterministic: values[{key!r}] differ between two runs with the same "
+                "inputs and parameters (take a `seed` parameter and use it)",
+            )
 
 
 def _check_roundtrip(c: str, ex: Explanation) -> None:
@@ -285,8 +292,6 @@ def check_all_techniques(
 
     adapter = reference_model("conv") if adapter is None else adapter
     x = sample_inputs(adapter, 3, seed=0) if x is None else x
-    report: dict[str, str] = {}
-    failures = []
     registry = innersight.techniques()
     wanted = sorted(registry) if names is None else sorted(set(names))
     unknown = [n for n in wanted if n not in registry]
@@ -295,28 +300,16 @@ def check_all_techniques(
             f"check_all_techniques: no registered technique named {unknown[0]!r}; "
             f"registered: {', '.join(sorted(registry)) or 'none'}"
         )
+    report: dict[str, str] = {}
+    failures = []
     for name in wanted:
-        tech = registry[name]
-        missing = sorted(str(r) for r in tech.requires if str(r) not in capabilities(adapter))
-        if missing:
-            report[name] = f"skipped: the adapter lacks {', '.join(missing)}"
-            continue
         kwargs = dict((params or {}).get(name, {}))
-        needed = [
-            k
-            for k, p in tech.parameters().items()
-            if p.default is inspect.Parameter.empty and k not in kwargs
-        ]
-        if "layer" in needed:
-            kwargs["layer"] = pick_layers(adapter, np.asarray(x, np.float32)).spatial
-            needed.remove("layer")
-        if needed:
-            report[name] = (
-                f"skipped: parameters without defaults: {', '.join(needed)} (pass params=)"
-            )
+        skip = _skip_reason(registry[name], adapter, x, kwargs)
+        if skip is not None:
+            report[name] = f"skipped: {skip}"
             continue
         try:
-            check_technique(tech, adapter, x, **kwargs)
+            check_technique(registry[name], adapter, x, **kwargs)
             report[name] = "passed"
         except ConformanceError as err:
             report[name] = "failed"
@@ -327,3 +320,22 @@ def check_all_techniques(
             f"{len(failures)} technique(s) fail:\n- " + "\n- ".join(failures) + f"\n({summary})"
         )
     return report
+
+
+def _skip_reason(tech: Technique, adapter: Any, x: Any, kwargs: dict[str, Any]) -> str | None:
+    """Why ``tech`` cannot be checked on ``adapter`` with ``kwargs`` (a ``layer`` it needs is
+    filled in); None when it can."""
+    missing = tech.missing_capabilities(adapter)
+    if missing:
+        return f"the adapter lacks {', '.join(missing)}"
+    needed = [
+        k
+        for k, p in tech.parameters().items()
+        if p.default is inspect.Parameter.empty and k not in kwargs
+    ]
+    if "layer" in needed:
+        kwargs["layer"] = pick_layers(adapter, np.asarray(x, np.float32)).spatial
+        needed.remove("layer")
+    if needed:
+        return f"parameters without defaults: {', '.join(needed)} (pass params=)"
+    return None

@@ -62,7 +62,8 @@ __all__ = [
     "objective_seed",
 ]
 
-#: The layer layout of ``tests/models.py``'s small net: (name, kind) in execution order.
+#: The layer layout of the small net of innersight's tests (``tests/models``): (name, kind) in
+#: execution order.
 SMALL_NET_LAYOUT: tuple[tuple[str, str], ...] = (
     ("conv1", "conv"),
     ("relu1", "relu"),
@@ -261,7 +262,7 @@ class ReferenceAdapter(BaseAdapter):
 
         ``layout`` lists ``(name, kind)`` with kinds ``conv``, ``dense``, ``relu``, ``pool``,
         ``flatten``, ``gap`` (global average pooling), ``softmax``; the default is the small
-        net of ``tests/models.py``.
+        net of innersight's tests (``tests/models``).
         """
         layers: list[Layer] = []
         for layer_name, kind in layout:

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from innersight.core.frameworks import is_keras, is_torch
+
 __all__ = ["KERAS_CHURN", "Snapshot", "diff", "snapshot"]
 
 #: ``__dict__`` entries that Keras 3 itself adds, drops or changes on ordinary use; they are not
@@ -78,9 +80,9 @@ def snapshot(model: Any) -> Snapshot:
         model = model.network
     if isinstance(model, ReferenceNetwork):
         return Snapshot("reference", _reference_entries(model))
-    if _is_keras(model):
+    if is_keras(model):  # Keras-on-torch models are nn.Modules too: snapshot them as Keras
         return Snapshot("keras", _keras_entries(model))
-    if _is_torch(model):
+    if is_torch(model):
         return Snapshot("torch", _torch_entries(model))
     entries: dict[str, str] = {"type": _type_name(model)}
     _object_entries(entries, "model", model, arrays=True)
@@ -178,14 +180,6 @@ def _reference_entries(net: Any) -> dict[str, str]:
 
 
 # -- torch ---------------------------------------------------------------------------------------
-def _is_torch(model: Any) -> bool:
-    if "torch" not in sys.modules:
-        return False
-    import torch
-
-    return isinstance(model, torch.nn.Module)
-
-
 def _tensor_fingerprint(t: Any) -> str:
     import torch
 
@@ -251,14 +245,6 @@ def _join(prefix: str, name: str) -> str:
 
 
 # -- keras ---------------------------------------------------------------------------------------
-def _is_keras(model: Any) -> bool:
-    if "keras" not in sys.modules:
-        return False
-    import keras
-
-    return isinstance(model, keras.layers.Layer)
-
-
 def _keras_layers(model: Any) -> list[Any]:
     out, seen = [], set()
 
@@ -276,9 +262,8 @@ def _keras_layers(model: Any) -> list[Any]:
 
 def _keras_entries(model: Any) -> dict[str, str]:
     entries: dict[str, str] = {}
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
+    tf: Any = sys.modules.get("tensorflow")
+    if tf is not None:
         entries["tf.config.functions_run_eagerly"] = repr(tf.config.functions_run_eagerly())
     layers = _keras_layers(model)
     entries["layers"] = ", ".join(f"{lay.name}:{type(lay).__name__}@{id(lay):x}" for lay in layers)

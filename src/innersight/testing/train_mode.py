@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from innersight.core.frameworks import is_torch
 from innersight.testing.checks import ConformanceWarning, assert_close, fail
-from innersight.testing.state import _is_torch, diff, snapshot
+from innersight.testing.state import diff, snapshot
 
 __all__ = ["check_train_mode_preserved", "training_flags"]
 
@@ -31,8 +32,8 @@ _TRAINING_KEYS = ("training", "running_", "num_batches_tracked", "moving_")
 
 def training_flags(model: Any) -> dict[str, bool]:
     """``{module name: training}`` of a torch model; ``{}`` for other frameworks (Keras picks
-    training per call, so a model has no mode to record)."""
-    if not _is_torch(model):
+    training per call, so a model has no mode to record, on the torch backend too)."""
+    if not is_torch(model):
         return {}
     return {name or "<root>": bool(m.training) for name, m in model.named_modules()}
 
@@ -77,38 +78,41 @@ def check_train_mode_preserved(
     x = np.asarray(x, dtype=np.float32)
     if x.ndim < 2 or len(x) < 2:
         fail(c, f"needs a batch of at least 2 samples, got shape {x.shape}")
+    flags = _flags_of_a_model_in_training(c, model)
+    params.setdefault("seed", 0)  # a common parameter: every technique takes it
+    before = snapshot(model)
+    first = innersight.explain(technique, model, x, **params)
+    _check_unchanged(c, technique, before, model, flags)
+    second = innersight.explain(technique, model, x, **params)
+    _check_unchanged(c, technique, before, model, flags)
+    _check_same(
+        c, f"{technique} values{{}} of a second identical run (Dropout left on?)", first, second
+    )
+    if not independent_samples:
+        return
+    alone = innersight.explain(technique, model, x[:1], **params)
+    _check_unchanged(c, technique, before, model, flags)
+    what = f"{technique} values{{}} of sample 0 explained alone vs. in a batch of {len(x)}"
+    _check_same(c, what + " (BatchNorm using batch statistics?)", first, alone, rows=1)
+
+
+def _check_same(c: str, what: str, first: Any, again: Any, rows: int | None = None) -> None:
+    """``again``'s values equal ``first``'s (its first ``rows``); ``what`` has a ``{}`` for the
+    key of a per-layer mapping."""
+    for key, a, b in _pairs(first.values, again.values):
+        assert_close(c, what.format(key), b, np.asarray(a)[:rows])
+
+
+def _flags_of_a_model_in_training(c: str, model: Any) -> dict[str, bool]:
     flags = training_flags(model)
     if flags and not any(flags.values()):
         warnings.warn(
             f"{c}: no module of {type(model).__name__} is in training mode; call model.train() "
             "first, or the check proves only that the model is left unchanged",
             ConformanceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    tech = innersight.techniques().get(technique)
-    if tech is not None and "seed" in tech.parameters():
-        params.setdefault("seed", 0)
-    before = snapshot(model)
-    first = innersight.explain(technique, model, x, **params)
-    _check_unchanged(c, technique, before, model, flags)
-    second = innersight.explain(technique, model, x, **params)
-    _check_unchanged(c, technique, before, model, flags)
-    for key, a, b in _pairs(first.values, second.values):
-        assert_close(
-            c, f"{technique} values{key} of a second identical run (Dropout left on?)", b, a
-        )
-    if not independent_samples:
-        return
-    alone = innersight.explain(technique, model, x[:1], **params)
-    _check_unchanged(c, technique, before, model, flags)
-    for key, a, b in _pairs(first.values, alone.values):
-        assert_close(
-            c,
-            f"{technique} values{key} of sample 0 explained alone vs. in a batch of {len(x)} "
-            "(BatchNorm using batch statistics?)",
-            b,
-            np.asarray(a)[:1],
-        )
+    return flags
 
 
 def _check_unchanged(
