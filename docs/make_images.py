@@ -196,6 +196,120 @@ def embeddings(ctx: Context) -> np.ndarray:
     return side_by_side([pca.to_image(size=4.0), tsne.to_image(size=4.0)], gap=0)
 
 
+def input_x_gradient(ctx: Context) -> np.ndarray:
+    _, grads = ctx.torch.value_and_grad(ctx.x, ins.objectives.Logit(ctx.y))
+    ixg = ins.explain("input_x_gradient", ctx.torch, ctx.x, target=ctx.y).values
+    return columns(
+        ctx.x, [("gradient", grads[..., 0], True), ("input x gradient", ixg[..., 0], True)]
+    )
+
+
+def deconvolution(ctx: Context) -> np.ndarray:
+    _, plain = ctx.torch.value_and_grad(ctx.x, ins.objectives.Logit(ctx.y))
+    deconv = ins.explain("deconvolution", ctx.torch, ctx.x, target=ctx.y).values
+    guided = ins.explain("guided_backprop", ctx.torch, ctx.x, target=ctx.y).values
+    maps = [("gradient", plain, True), ("deconvolution", deconv, True), ("guided", guided, True)]
+    return columns(ctx.x, [(t, m[..., 0], s) for t, m, s in maps])
+
+
+def guided_grad_cam(ctx: Context) -> np.ndarray:
+    guided = ins.explain("guided_backprop", ctx.torch, ctx.x, target=ctx.y).values
+    cam = ins.explain("grad_cam", ctx.torch, ctx.x, target=ctx.y).values
+    maps = [("guided", guided[..., 0], True), ("grad_cam", cam, False)]
+    for mode in ("nearest", "bilinear"):
+        ex = ins.explain("guided_grad_cam", ctx.torch, ctx.x, target=ctx.y, interpolate_mode=mode)
+        maps.append((mode, ex.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def noise_tunnel(ctx: Context) -> np.ndarray:
+    plain = ins.explain("saliency", ctx.torch, ctx.x, target=ctx.y).values
+    maps = [("saliency", plain, False)]
+    kw = {"target": ctx.y, "nt_samples": 50, "stdevs": 0.15, "progress": False}
+    for nt_type in ("smoothgrad", "smoothgrad_sq", "vargrad"):
+        ex = ins.explain("noise_tunnel", ctx.torch, ctx.x, nt_type=nt_type, **kw)
+        maps.append((nt_type, ex.values, False))
+    ixg = ins.explain("noise_tunnel", ctx.torch, ctx.x, base="input_x_gradient", **kw)
+    maps.append(("input x gradient", ixg.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def gradient_shap(ctx: Context) -> np.ndarray:
+    ig = ins.explain("integrated_gradients", ctx.torch, ctx.x, target=ctx.y, progress=False)
+    maps = [("integrated_gradients", ig.values[..., 0], True)]
+    for title, baseline in (("shap: black", 0.0), ("shap: 32 digits", ctx.data.x_train[:32])):
+        ex = ins.explain(
+            "gradient_shap",
+            ctx.torch,
+            ctx.x,
+            target=ctx.y,
+            baseline=baseline,
+            n_samples=50,
+            progress=False,
+        )
+        maps.append((title, ex.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def _cam_layers(ctx: Context, technique: str, **params: Any) -> np.ndarray:
+    maps = []
+    for layer in ("relu2", "relu3", "pool3"):
+        ex = ins.explain(technique, ctx.torch, ctx.x, layer=layer, **params)
+        maps.append((f"layer={layer!r}", ex.values, False))
+    return columns(ctx.x, maps)
+
+
+def grad_cam_plus_plus(ctx: Context) -> np.ndarray:
+    return _cam_layers(ctx, "grad_cam_plus_plus", target=ctx.y)
+
+
+def score_cam(ctx: Context) -> np.ndarray:
+    return _cam_layers(ctx, "score_cam", target=ctx.y, progress=False)
+
+
+def layer_cam(ctx: Context) -> np.ndarray:
+    return _cam_layers(ctx, "layer_cam", target=ctx.y)
+
+
+def eigen_cam(ctx: Context) -> np.ndarray:
+    return _cam_layers(ctx, "eigen_cam")
+
+
+def _perturbation_maps(ctx: Context, name: str, **params: Any) -> np.ndarray:
+    maps = []
+    masks = (
+        ("grid=4", {"grid": 4}),
+        ("grid=8", {"grid": 8}),
+        ("slic", {"feature_mask": "slic", "segments": 40}),
+    )
+    for title, mask in masks:
+        ex = ins.explain(name, ctx.torch, ctx.x, target=ctx.y, progress=False, **mask, **params)
+        maps.append((title, ex.values, True))
+    return columns(ctx.x, maps)
+
+
+def feature_ablation(ctx: Context) -> np.ndarray:
+    return _perturbation_maps(ctx, "feature_ablation")
+
+
+def kernel_shap(ctx: Context) -> np.ndarray:  # grid=8 with 1000 coalitions, the others "auto"
+    maps = []
+    for title, params in (
+        ("grid=4", {"grid": 4}),
+        ("grid=8", {"grid": 8, "n_samples": 1000}),
+        ("slic", {"feature_mask": "slic", "segments": 40}),
+    ):
+        ex = ins.explain(
+            "kernel_shap", ctx.torch, ctx.x, target=ctx.y, seed=0, progress=False, **params
+        )
+        maps.append((title, ex.values, True))
+    return columns(ctx.x, maps)
+
+
+def lime(ctx: Context) -> np.ndarray:
+    return _perturbation_maps(ctx, "lime", seed=0)
+
+
 PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
     f.__name__: f
     for f in (
@@ -209,6 +323,18 @@ PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
         filter_maximization,
         class_maximization,
         embeddings,
+        input_x_gradient,
+        deconvolution,
+        guided_grad_cam,
+        noise_tunnel,
+        gradient_shap,
+        grad_cam_plus_plus,
+        score_cam,
+        layer_cam,
+        eigen_cam,
+        feature_ablation,
+        kernel_shap,
+        lime,
     )
 }
 

@@ -205,15 +205,22 @@ OK = dict(
     [
         ({"steps": 0}, "steps must be a positive int, got 0; pass e.g. steps=100"),
         ({"steps": 2.5}, "steps must be a positive int, got 2.5"),
-        ({"lr": -1}, "lr must be a positive number, got -1; pass e.g. lr=0.05"),
-        ({"seed": -3}, "seed must be a non-negative int or None, got -3"),
+        ({"lr": -1}, "lr must be a finite number > 0, got -1; pass e.g. lr=0.05"),
+        ({"lr": True}, "lr must be a finite number > 0, got True; pass e.g. lr=0.05"),
+        ({"seed": -3}, "seed must be a non-negative int or None, got -3; pass e.g. 0"),
         ({"init": "zeros"}, "init='zeros' is unknown; use 'noise' or an"),
         ({"init": np.zeros((1, 4, 4, 1))}, r"init must be 'noise' or one finite image \(H, W, C\)"),
-        ({"jitter": -1}, "jitter must be an int >= 0"),
+        ({"jitter": -1}, "jitter must be a non-negative int, got -1; pass e.g. jitter=2"),
         ({"scale": (1.2, 0.8)}, r"scale must be None or \(low, high\) with 0 < low <= high"),
-        ({"rotate": float("nan")}, "rotate must be a number >= 0"),
+        (
+            {"rotate": float("nan")},
+            "rotate must be a finite number >= 0, got nan; pass e.g. rotate=5",
+        ),
         ({"param": "dct"}, "param='dct' is unknown; use one of 'pixel', 'fft'"),
-        ({"snapshot_every": 0}, "snapshot_every must be a positive int, got 0"),
+        (
+            {"snapshot_every": 0},
+            "snapshot_every must be a positive int, got 0; pass e.g. snapshot_every=10",
+        ),
     ],
 )
 def test_options_are_validated_with_helpful_messages(change, message):

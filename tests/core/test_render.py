@@ -5,8 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from innersight.core import Explanation, InputError
-from innersight.core.render import colorize, deprocess, normalise, png_bytes, tile
+from innersight.core import Explanation, InputError, Renderer
+from innersight.core.render import colorize, deprocess, normalise, png_bytes, render, tile
 from innersight.plugins.renderers import channel_image, layer_grid
 
 PIL = pytest.importorskip("PIL.Image")
@@ -79,3 +79,57 @@ def test_heatmap_places_input_map_and_overlay_side_by_side():
     assert img.shape == (2 * 96 + 4, 3 * 96 + 4, 3)
     no_inputs = Explanation("saliency", "heatmap", np.ones((1, 12, 12)))
     assert no_inputs.to_image().shape == (96, 96, 3)
+
+
+class _Bars(Renderer):
+    """One grey column per value of the first map (not registered anywhere)."""
+
+    kind = "bars_test"
+
+    def render(self, explanation, **options):
+        v = np.asarray(explanation.values, np.float64)[0]
+        heights = np.round(8 * v / v.max()).astype(int)
+        img = np.zeros((8, len(v), 3), np.uint8)
+        for col, h in enumerate(heights):
+            img[8 - h :, col] = 255
+        return img
+
+
+def test_render_uses_the_renderer_it_is_given_with_no_registry():
+    ex = Explanation("x", "bars_test", np.array([[1.0, 2.0, 4.0, 8.0]]))
+    img = render(ex, _Bars())
+    assert img.shape == (8, 4, 3)
+    np.testing.assert_array_equal(img[:, :, 0].sum(axis=0) // 255, [1, 2, 4, 8])
+
+
+def test_a_renderer_that_returns_no_rgb_image_is_refused():
+    class Gray(_Bars):
+        def render(self, explanation, **options):
+            return super().render(explanation)[..., 0]
+
+    ex = Explanation("x", "bars_test", np.ones((1, 3)))
+    with pytest.raises(InputError, match=r"returned uint8 \(8, 3\); a renderer must return"):
+        render(ex, Gray())
+
+
+def test_the_manager_finds_a_kinds_renderer_and_the_advice_for_a_new_kind_works():
+    import innersight as ins
+    from innersight.core import hookimpl
+
+    pm = ins.get_plugin_manager()
+    assert type(pm.renderer("heatmap")).__name__ == "HeatmapRenderer"
+    with pytest.raises(InputError, match="register.* with innersight_register_renderers"):
+        pm.renderer("bars_test")
+
+    class Plugin:
+        @hookimpl
+        def innersight_register_renderers(self):
+            return [_Bars()]
+
+    pm.register(Plugin(), name="bars-test-plugin")
+    try:
+        assert isinstance(pm.renderer("bars_test"), _Bars)
+        ex = Explanation("x", "bars_test", np.array([[1.0, 2.0]]))
+        np.testing.assert_array_equal(ex.to_image(), _Bars().render(ex))
+    finally:
+        pm.unregister("bars-test-plugin")

@@ -57,6 +57,7 @@ EXECUTED: dict[str, tuple[str, ...]] = {
     "metrics.md": ("torch", "sklearn"),
     "keras-backends.md": ("keras", "sklearn"),
     "dataset.md": ("torch", "sklearn", "pyarrow", "openTSNE", "pandas", "matplotlib"),
+    "backends-function.md": ("torch", "sklearn"),
 }
 
 #: Environment variables that change which plugins load; unset while a page runs.

@@ -29,6 +29,25 @@ def test_integrated_gradients_are_complete_on_a_linear_model():
     np.testing.assert_allclose(ev.meta["score_difference"], want, rtol=1e-5)
 
 
+@pytest.mark.parametrize("baseline", ["blur", "zeros", "black", "per_input"])
+def test_completeness_resolves_the_baseline_as_integrated_gradients_did(baseline):
+    """The explanation's own baseline, resolved by the same resolver: "blur" used to become an
+    unblurred copy here (a blur of sigma 0), so f(x) - f(b) was 0 and the score NaN."""
+    w, b = _linear.weights(0)
+    adapter = _linear.model("reference", w, b)
+    x = np.random.default_rng(2).random((3, *_linear.SHAPE), dtype=np.float32)
+    chosen = x[::-1] * 0.5 if baseline == "per_input" else baseline
+    ex = ins.explain(
+        "integrated_gradients", adapter, x, method="riemann_trapezoid", steps=4,
+        baseline=chosen,
+    )  # fmt: skip
+    ev = evaluate("completeness", adapter, ex)
+    np.testing.assert_allclose(ev.scores, 0.0, atol=1e-5)
+    diff = np.subtract(ex.meta["score"], ex.meta["baseline_score"])
+    np.testing.assert_allclose(ev.meta["score_difference"], diff, rtol=1e-5)
+    assert np.all(np.abs(diff) > 1e-3)
+
+
 def test_completeness_agrees_with_integrated_gradients_own_report(digits_torch, digits):
     x = digits.x_test[:3]
     ex = ins.explain(

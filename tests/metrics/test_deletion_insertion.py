@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from innersight.api import evaluate
-from innersight.core import Explanation, InputError
+from innersight.core import Explanation, InputError, gaussian_blur
 from innersight.metrics._pixel_curves import step_counts
 from tests.metrics import _linear
 
@@ -101,30 +101,46 @@ def test_torch_and_keras_agree_on_the_demo_model(digits_torch, digits_keras, dig
     assert a.meta["score_source"] == b.meta["score_source"]
 
 
-def test_blur_and_mean_baselines(images):
-    from innersight.metrics._common import gaussian_blur, make_baseline
-
-    mean = make_baseline("mean", images, 1.0)
-    np.testing.assert_allclose(mean[:, 3, 5], images.mean(axis=(1, 2)), rtol=1e-6)
-    # a Gaussian blur keeps a constant image and each image's total (edges replicated: almost)
-    flat = np.full((1, 9, 9, 1), 0.25, np.float32)
-    np.testing.assert_allclose(gaussian_blur(flat, 2.0), flat, rtol=1e-6)
-    point = np.zeros((1, 21, 21, 1), np.float32)
-    point[0, 10, 10] = 1.0
-    blurred = gaussian_blur(point, 1.5)[0, :, :, 0]
-    g = np.exp(-0.5 * (np.arange(-5, 6) / 1.5) ** 2)
-    g /= g.sum()  # the kernel truncated at ceil(3 sigma) = 5 pixels
-    np.testing.assert_allclose(blurred[5:16, 5:16], np.outer(g, g), rtol=1e-5, atol=1e-7)
+def test_named_baselines_are_the_core_resolvers_with_blur_sigma():
+    """ "blur" is :func:`innersight.core.gaussian_blur` with the metric's ``blur_sigma`` (numbers
+    against scipy in tests/core/test_baselines.py); "black" is zeros, "mean" the mean colour."""
+    adapter, ex, x, w, b, targets, attr = _setup("reference")
+    for name, array in [
+        ("blur", gaussian_blur(x, 1.5)),
+        ("black", np.zeros_like(x)),
+        ("mean", np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape)),
+    ]:
+        named = evaluate("insertion", adapter, ex, steps=8, baseline=name, blur_sigma=1.5)
+        given = evaluate("insertion", adapter, ex, steps=8, baseline=np.array(array))
+        np.testing.assert_allclose(
+            named.curves["insertion"].y, given.curves["insertion"].y, rtol=1e-5, atol=1e-7
+        )
+    # the closed form of the linear model on the blurred baseline
+    blurred = gaussian_blur(x, 1.5)
+    ev = evaluate(
+        "insertion", adapter, ex, steps=16, baseline="blur", blur_sigma=1.5, score="logit"
+    )
+    want = _linear.closed_form(x, blurred, w, b, targets, attr, step_counts(16, 16), insertion=True)
+    np.testing.assert_allclose(ev.curves["insertion"].y, want, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_parameters_say_what_to_pass():
     adapter, ex, *_ = _setup("reference")
     with pytest.raises(
-        InputError, match=r"baseline='white' is unknown; use one of black, blur, mean"
+        InputError,
+        match=r"baseline='white' is unknown; pass a number \(e\.g\. 0\.0\), 'zeros', 'mean', "
+        r"'blur', or an array shaped like one input \(4, 4, 2\)",
     ):
         evaluate("deletion", adapter, ex, baseline="white")
+    assert len(evaluate("deletion", adapter, ex, baseline="zeros", steps=4).scores) == 3
     with pytest.raises(
         InputError, match=r"steps must be a positive int, got 0; pass e.g. steps=100"
     ):
         evaluate("deletion", adapter, ex, steps=0)
     assert len(evaluate("deletion", adapter, ex, steps=100).scores) == 3  # the advice works
+    with pytest.raises(
+        InputError,
+        match=r"blur_sigma must be a finite number > 0, got 0; pass e\.g\. blur_sigma=5\.0",
+    ):
+        evaluate("insertion", adapter, ex, blur_sigma=0)
+    assert len(evaluate("insertion", adapter, ex, blur_sigma=5.0, steps=4).scores) == 3

@@ -40,7 +40,10 @@ def test_explanations_without_inputs_or_of_the_wrong_size(case):
 def test_baselines_of_the_wrong_shape(case):
     adapter, _x, ex = case
     with pytest.raises(
-        InputError, match=r"baseline has shape \(5,\); expected one input's shape \(12, 12, 3\)"
+        InputError,
+        match=r"baseline has shape \(5,\); pass a number \(e\.g\. 0\.0\), 'zeros', 'mean', "
+        r"'blur', or an array shaped like one input \(12, 12, 3\) or like the batch "
+        r"\(2, 12, 12, 3\)",
     ):
         evaluate("deletion", adapter, ex, baseline=np.zeros(5))
     ok = evaluate("deletion", adapter, ex, baseline=np.zeros((12, 12, 3)), steps=4)
@@ -73,7 +76,9 @@ def test_a_technique_that_is_gone_cannot_run_again(case):
 
 def test_agreement_mistakes(case):
     adapter, _x, ex = case
-    with pytest.raises(InputError, match=r"k must be a share of the pixels in \(0, 1\], got 5"):
+    with pytest.raises(
+        InputError, match=r"k must be a finite number in \(0, 1\], got 5; pass e\.g\. k=0\.05"
+    ):
         evaluate("agreement", adapter, ex, other="saliency", k=5)
     with pytest.raises(InputError, match="no technique named 'salency'; available:.*saliency"):
         evaluate("agreement", adapter, ex, other="salency")

@@ -53,6 +53,18 @@ TOLERANCES: dict[str, Tolerance] = {
     "class_maximization": Tolerance(rel_l2=1e-4, cross=1e-4),
     # PCA; t-SNE amplifies 1e-7 feature differences to ~3 % (docs/comparison.md), not run here
     "embeddings": Tolerance(rel_l2=1e-4),
+    "input_x_gradient": Tolerance(rel_l2=1e-4),
+    "deconvolution": Tolerance(rel_l2=1e-4),
+    "guided_grad_cam": Tolerance(rel_l2=1e-4),
+    "noise_tunnel": Tolerance(rel_l2=1e-4),
+    "gradient_shap": Tolerance(rel_l2=1e-4),
+    "grad_cam_plus_plus": Tolerance(rel_l2=1e-4),
+    "score_cam": Tolerance(rel_l2=1e-4),
+    "layer_cam": Tolerance(rel_l2=1e-4),
+    "eigen_cam": Tolerance(rel_l2=1e-4),
+    "feature_ablation": Tolerance(rel_l2=1e-4),
+    "kernel_shap": Tolerance(rel_l2=1e-4),
+    "lime": Tolerance(rel_l2=1e-4),
 }
 
 FAST = {
@@ -62,6 +74,12 @@ FAST = {
     "filter_maximization": {"filters": [0, 1], "steps": 8, "batch_size": 8},
     "class_maximization": {"classes": [0, 1], "steps": 8, "batch_size": 8},
     "embeddings": {"method": "pca", "batch_size": 64},
+    "noise_tunnel": {"nt_samples": 8, "batch_size": 64},
+    "gradient_shap": {"n_samples": 8, "batch_size": 64},
+    "score_cam": {"max_channels": 16, "batch_size": 64},
+    "kernel_shap": {"grid": 4, "n_samples": 128, "batch_size": 64},
+    "lime": {"grid": 4, "n_samples": 128, "batch_size": 64},
+    "feature_ablation": {"grid": 4, "batch_size": 64},
 }
 #: The layer filter maximization explores, in model A's names (B's comes from port.layer_map).
 LAST_CONV = {"seed": "conv4", "digits": "relu3"}

@@ -101,8 +101,13 @@ def test_cap_limits_channels_then_layers_and_says_so():
     assert left_out and len(rows) + len(left_out) == 11
     pixels = ex.to_image(max_height=300)
     assert pixels.shape[0] <= 300
-    with pytest.raises(InputError, match=r"max_height must be an int >= 64"):
+    with pytest.raises(
+        InputError, match=r"max_height must be at least 64 \(pixels\), got 10; pass e\.g\. max_"
+    ):
         ex.to_image(max_height=10)
+    with pytest.raises(InputError, match=r"max_height must be a positive int, got 300\.0"):
+        ex.to_image(max_height=300.0)
+    assert ex.to_image(max_height=64).shape[0] <= 64
 
 
 def test_torch_replica_layers_and_aliases():

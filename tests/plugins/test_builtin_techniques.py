@@ -73,8 +73,8 @@ def test_saliency_defaults_to_predicted_class(small, images):
 
 
 def test_example_plugin_runs_on_both_backends(torch_small, keras_small, images):
-    t = ins.explain("input_x_gradient", torch_small, images, target=2).values
-    k = ins.explain("input_x_gradient", keras_small, images, target=2).values
+    t = ins.explain("abs_input_x_gradient", torch_small, images, target=2).values
+    k = ins.explain("abs_input_x_gradient", keras_small, images, target=2).values
     np.testing.assert_allclose(t, k, atol=1e-5)
 
 
@@ -85,7 +85,8 @@ def test_unknown_technique_and_parameter_messages(keras_small, images):
         ins.explain("salency", keras_small, images)
     with pytest.raises(
         ins.InputError,
-        match="has no parameter 'targt'; valid parameters: target, reduce_channels; did you mean 'target'",
+        match="has no parameter 'targt'; valid parameters: target, reduce_channels, progress, seed; "
+        "did you mean 'target'",
     ):
         ins.explain("saliency", keras_small, images, targt=1)
     with pytest.raises(ins.InputError, match="not spatial: fc1"):

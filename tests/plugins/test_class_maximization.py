@@ -103,7 +103,9 @@ def test_error_messages(keras_small, torch_small):
         ins.InputError, match=r"classes \[3\] are out of range.*3 outputs, .*0\.\.2"
     ):
         ins.explain(cm, keras_small, classes=[0, 3])
-    with pytest.raises(ins.InputError, match="l2 must be a number >= 0"):
+    with pytest.raises(
+        ins.InputError, match=r"l2 must be a finite number >= 0, got -1; pass e\.g\. l2=0\.05"
+    ):
         ins.explain(cm, keras_small, l2=-1)
     with pytest.raises(ins.InputError, match="steps must be a positive int, got -5"):
         ins.explain(cm, keras_small, steps=-5)

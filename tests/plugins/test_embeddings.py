@@ -287,9 +287,14 @@ def test_parameter_errors(adapters, digits):
         r"\+ 1 = 91 samples; pass perplexity=16 or less",
     ):
         ins.explain("embeddings", keras, x[:50], method="tsne")
-    with pytest.raises(InputError, match=r"perplexity must be a positive number, got -1"):
+    with pytest.raises(
+        InputError,
+        match=r"perplexity must be a finite number > 0, got -1; pass e\.g\. perplexity=30\.0",
+    ):
         ins.explain("embeddings", keras, x, method="tsne", perplexity=-1)
-    with pytest.raises(InputError, match=r"seed must be an int, got 0.5"):
+    with pytest.raises(
+        InputError, match=r"seed must be a non-negative int or None, got 0\.5; pass e\.g\. 0"
+    ):
         ins.explain("embeddings", keras, x, seed=0.5)
     one = reference_model("conv", num_classes=1)
     with pytest.raises(

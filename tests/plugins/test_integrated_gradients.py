@@ -227,32 +227,56 @@ def test_progress_false_is_silent_and_callback_counts_every_pass(capfd, ref, ima
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"steps": 0}, r"steps must be an int >= 2, got 0; pass e\.g\. steps=50"),
-        ({"steps": 1, "method": "riemann_trapezoid"}, r"steps must be an int >= 2, got 1"),
-        ({"steps": -4, "method": "gauss_legendre"}, r"steps must be an int >= 1, got -4"),
-        ({"steps": 2.5}, r"steps must be an int >= 2, got 2\.5"),
+        ({"steps": 0}, r"steps must be a positive int, got 0; pass e\.g\. steps=50"),
+        (
+            {"steps": 1, "method": "riemann_trapezoid"},
+            r"steps must be at least 2, got 1; pass e\.g\. steps=50",
+        ),
+        ({"steps": -4, "method": "gauss_legendre"}, r"steps must be a positive int, got -4"),
+        ({"steps": 2.5}, r"steps must be a positive int, got 2\.5"),
+        ({"steps": True}, r"steps must be a positive int, got True"),
         (
             {"method": "simpson"},
-            r"method='simpson' is unknown; use one of adaptive, riemann_trapezoid",
+            r"method='simpson' is unknown; use one of 'adaptive', 'riemann_trapezoid', "
+            r"'riemann_midpoint', 'gauss_legendre'",
         ),
         (
             {"baseline": np.zeros((5, 5, 3))},
-            r"baseline has shape \(5, 5, 3\); expected one input's shape \(12, 12, 3\) or one per input \(4, 12, 12, 3\)",
+            r"baseline has shape \(5, 5, 3\); pass a number \(e\.g\. 0\.0\), 'zeros', 'mean', "
+            r"'blur', or an array shaped like one input \(12, 12, 3\) or like the batch "
+            r"\(4, 12, 12, 3\)",
         ),
         (
-            {"baseline": "zeros"},
-            r"baseline='zeros' is unknown; pass a number \(e\.g\. 0\.0\), 'mean' .*'blur'",
+            {"baseline": "white"},
+            r"baseline='white' is unknown; pass a number \(e\.g\. 0\.0\), 'zeros', 'mean', 'blur'",
         ),
         ({"baseline": np.full((12, 12, 3), np.nan)}, r"baseline contains NaN or Inf values"),
-        ({"baseline": {"a": 1}}, r"baseline must be a number, 'mean' or an array .* got dict"),
-        ({"tolerance": 0.0}, r"tolerance must be a number between 0 and 1 .* got 0\.0"),
-        ({"max_steps": 10}, r"max_steps must be an int >= 50, got 10"),
+        (
+            {"baseline": None},
+            r"baseline=None is not a baseline; pass a number \(e\.g\. 0\.0\), 'zeros'",
+        ),
+        ({"baseline": True}, r"baseline=True is not a baseline; pass a number"),
+        (
+            {"baseline": {"a": 1}},
+            r"baseline must be a number, a name or an array, got dict; pass a number",
+        ),
+        (
+            {"tolerance": 0.0},
+            r"tolerance must be a finite number in \(0, 1\), got 0\.0; pass e\.g\. tolerance=0\.01",
+        ),
+        (
+            {"max_steps": 10},
+            r"max_steps must be at least 50, got 10; pass e\.g\. max_steps=1000",
+        ),
         (
             {"method": "gauss_legendre", "tolerance": 0.05},
             r"tolerance, max_steps and max_rounds apply to method='adaptive' only, got "
             r"method='gauss_legendre'",
         ),
-        ({"max_rounds": -1}, r"max_rounds must be an int >= 0, got -1"),
+        (
+            {"max_rounds": -1},
+            r"max_rounds must be a non-negative int, got -1; pass e\.g\. max_rounds=60",
+        ),
         (
             {"method": "riemann_midpoint", "max_rounds": 5},
             r"max_rounds apply to method='adaptive' only",

@@ -15,7 +15,7 @@ import pytest
 
 import innersight as ins
 from innersight.core import InnersightWarning
-from innersight.plugins.integrated_gradients import gaussian_blur, resolve_baseline
+from innersight.core.baselines import gaussian_blur, resolve_baseline
 from innersight.testing import reference_model
 from tests.plugins import _replicas as R
 
@@ -86,17 +86,52 @@ def test_max_rounds_is_a_parameter_that_is_honoured(convnext, x):
     assert ex.params["max_rounds"] == 60
 
 
-def test_blur_baseline_is_scipys_gaussian_filter():
-    ndimage = pytest.importorskip("scipy.ndimage")
-    images = np.random.default_rng(3).random((2, 20, 14, 3)).astype(np.float32)
-    got = gaussian_blur(images)  # sigma = 20 / 10 = 2 pixels
-    want = ndimage.gaussian_filter1d(
-        images.astype(np.float64), 2.0, axis=1, mode="mirror", truncate=3.0
-    )
-    want = ndimage.gaussian_filter1d(want, 2.0, axis=2, mode="mirror", truncate=3.0)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    flat = np.full((1, 8, 8, 1), 0.25)
-    np.testing.assert_allclose(gaussian_blur(flat), flat)
+def test_blur_baseline_is_the_core_blur_and_needs_images(x):
+    """ "blur" is :func:`innersight.core.gaussian_blur` (checked against scipy in
+    tests/core/test_baselines.py); on vectors it is refused with advice that works."""
+    model = reference_model("conv", input_shape=(32, 32, 3))
+    rule = {"method": "gauss_legendre", "steps": 8}
+    blurred = ins.explain("integrated_gradients", model, x, baseline="blur", **rule)
+    given = ins.explain("integrated_gradients", model, x, baseline=gaussian_blur(x), **rule)
+    np.testing.assert_array_equal(blurred.values, given.values)
     vectors = reference_model("linear", input_shape=(6,))
-    with pytest.raises(ins.InputError, match=r"baseline='blur' blurs images \(N, H, W, C\)"):
-        ins.explain("integrated_gradients", vectors, np.ones((2, 6), np.float32), baseline="blur")
+    ones = np.ones((2, 6), np.float32)
+    with pytest.raises(
+        ins.InputError,
+        match=r"baseline='blur' blurs images \(N, H, W, C\), got inputs of shape \(2, 6\); "
+        r"pass a number \(e\.g\. 0\.0\), 'zeros', 'mean'",
+    ):
+        ins.explain("integrated_gradients", vectors, ones, baseline="blur")
+    assert ins.explain("integrated_gradients", vectors, ones, baseline="mean").values.shape == (
+        2,
+        6,
+    )
+
+
+def test_one_baseline_per_input_and_none_gets_advice(x):
+    """An (N, H, W, C) baseline gives each input its own; None is refused with the resolver's
+    advice (it used to read "contains NaN or Inf"), and the advised 0.0 runs."""
+    model = reference_model("conv", input_shape=(32, 32, 3))
+    batch = np.concatenate([x, x * 0.5])
+    bases = np.stack([np.zeros_like(x[0]), np.full_like(x[0], 0.25)])
+    rule = {"method": "gauss_legendre", "steps": 16, "target": 1}
+    both = ins.explain("integrated_gradients", model, batch, baseline=bases, **rule)
+    for i in range(2):
+        one = ins.explain(
+            "integrated_gradients", model, batch[i : i + 1], baseline=bases[i], **rule
+        )
+        np.testing.assert_allclose(both.values[i], one.values[0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            both.meta["baseline_score"][i], one.meta["baseline_score"][0], rtol=1e-6
+        )
+    with pytest.raises(
+        ins.InputError, match=r"baseline=None is not a baseline; pass a number \(e\.g\. 0\.0\)"
+    ):
+        ins.explain("integrated_gradients", model, x, baseline=None)
+    advised = ins.explain("integrated_gradients", model, x, baseline=0.0, **rule)
+    np.testing.assert_allclose(advised.meta["baseline_score"], [score_of(model, 0 * x)])
+
+
+def score_of(model, images: np.ndarray) -> float:
+    """The logit of class 1 of the first image, by the adapter's own forward."""
+    return float(model.forward(images).outputs[0, 1])

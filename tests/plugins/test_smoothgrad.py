@@ -183,13 +183,18 @@ def test_progress_false_is_silent_and_callback_counts(capfd, images, small_weigh
     [
         (
             {"noise": -0.1},
-            r"noise must be >= 0 \(a fraction of each image's max-min range\), got -0\.1",
+            r"noise must be a finite number >= 0, got -0\.1; pass e\.g\. noise=0\.15",
         ),
-        ({"noise": "big"}, r"noise must be a number .* got 'big'; pass e\.g\. noise=0\.15"),
-        ({"noise": float("nan")}, r"noise must be a number .* got nan"),
-        ({"samples": 0}, r"samples must be a positive int \(noisy copies per image\), got 0"),
-        ({"samples": 2.5}, r"samples must be a positive int .* got 2\.5"),
-        ({"seed": -3}, r"seed must be a non-negative int or None, got -3"),
+        (
+            {"noise": "big"},
+            r"noise must be a finite number >= 0, got 'big'; pass e\.g\. noise=0\.15",
+        ),
+        ({"noise": float("nan")}, r"noise must be a finite number >= 0, got nan"),
+        ({"noise": True}, r"noise must be a finite number >= 0, got True"),
+        ({"samples": 0}, r"samples must be a positive int, got 0; pass e\.g\. samples=25"),
+        ({"samples": 2.5}, r"samples must be a positive int, got 2\.5"),
+        ({"seed": -3}, r"seed must be a non-negative int or None, got -3; pass e\.g\. 0"),
+        ({"seed": True}, r"seed must be a non-negative int or None, got True"),
         ({"magnitude": "yes"}, r"magnitude must be True or False, got 'yes'"),
         (
             {"reduce_channels": "sum"},

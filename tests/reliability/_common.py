@@ -23,6 +23,13 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "embeddings": {"method": "pca", "progress": False},
     "filter_maximization": {"layer": "conv1", "filters": [0, 1], "steps": 2, "progress": False},
     "class_maximization": {"classes": [0, 2], "steps": 2, "progress": False},
+    "noise_tunnel": {"nt_samples": 2, "progress": False},
+    "gradient_shap": {"n_samples": 2, "progress": False},
+    "abs_input_x_gradient": {},
+    "score_cam": {"max_channels": 4, "progress": False},
+    "feature_ablation": {"grid": 2, "progress": False},
+    "kernel_shap": {"grid": 2, "n_samples": 16, "progress": False},
+    "lime": {"grid": 2, "n_samples": 16, "progress": False},
 }
 #: Techniques that need more than two samples per call.
 MIN_BATCH: dict[str, int] = {"embeddings": 4}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from innersight.core.errors import InputError
+from innersight.core.frameworks import is_torch
 
 __all__ = [
     "add_input_args",
@@ -134,7 +135,7 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     model = load_model(args.model, weights=args.weights, allow_pickle=args.unsafe)
     declared = getattr(args, "input_shape", None)
     options: dict[str, Any] = {}
-    if declared is not None and _is_torch(model):
+    if declared is not None and is_torch(model):
         options["input_shape"] = declared
     adapter = ins.wrap(model, **options)
     own = adapter.input_shape
@@ -145,12 +146,6 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
             "--input-shape out"
         )
     return model, adapter
-
-
-def _is_torch(model: Any) -> bool:
-    torch = sys.modules.get("torch")
-    keras_cls = any(c.__module__.split(".")[0] == "keras" for c in type(model).__mro__)
-    return torch is not None and isinstance(model, torch.nn.Module) and not keras_cls
 
 
 def _fits(declared: Sequence[int], own: Sequence[int | None]) -> bool:

@@ -5,8 +5,9 @@
 
 One technique writes ``DIR/<technique>.png`` (A | B | |A - B|), ``.html``, ``_metrics.json``
 and both explanations (``_a.npz``, ``_b.npz``). ``--all`` runs every installed technique with
-quick settings (see :mod:`innersight.compare.quick`) and writes ``DIR/compare.html`` (a metrics
-table and one section per technique), ``DIR/compare.json`` and ``DIR/<technique>.png``.
+its quick preset (see :func:`innersight.compare.compare_all`) and writes ``DIR/compare.html``
+(a metrics table and one section per technique), ``DIR/compare.json`` and
+``DIR/<technique>.png``; techniques a model cannot run are listed as skipped.
 
 MODEL may be ``demo:torch`` (the trained digits CNN) or ``demo:keras`` (its Keras port); with a
 demo model and no INPUT, eight held-out digits are used.
@@ -15,7 +16,6 @@ demo model and no INPUT, eight held-out digits are used.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -34,7 +34,8 @@ from innersight.cli.common import (
     shape,
 )
 from innersight.cli.params import convert_params, parse_assignments
-from innersight.core.errors import InnersightError, InputError
+from innersight.core.errors import InputError, did_you_mean
+from innersight.core.frameworks import is_torch
 from innersight.core.technique import Technique
 
 __all__ = ["add_parser", "run"]
@@ -93,8 +94,6 @@ def _positionals(args: argparse.Namespace) -> tuple[str | None, str, str, list[s
 
 def _adapter(source: str, weights: str | None, args: argparse.Namespace) -> Any:
     """The wrapped model: a demo, or ``innersight.loading.load_model`` (imported lazily)."""
-    from innersight.port.mapping import framework_of
-
     if source in DEMO_MODELS:
         from innersight.compare import demo_keras, demo_torch
 
@@ -108,7 +107,7 @@ def _adapter(source: str, weights: str | None, args: argparse.Namespace) -> Any:
     if "tensorflow" not in sys.modules:  # TensorFlow's C++ start-up chatter
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     model = load_model(source, weights=weights, allow_pickle=args.unsafe)
-    if framework_of(model) == "torch" and args.input_shape is not None:
+    if is_torch(model) and args.input_shape is not None:
         return ins.wrap(model, input_shape=tuple(args.input_shape))
     return ins.wrap(model)
 
@@ -145,53 +144,66 @@ def _params(tech: Technique, raw: dict[str, str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from innersight.compare import compare
-    from innersight.compare.quick import quick_params
-    from innersight.compare.run import LayerTranslator
-
     technique, src_a, src_b, paths = _positionals(args)
-    techs = (
-        [get_technique(technique)]
-        if technique
-        else [ins.techniques()[n] for n in sorted(ins.techniques())]
-    )
+    tech = get_technique(technique) if technique else None
     raw = parse_assignments(args.param)
+    user = _user_params(tech, raw)
     check_output_dir(args.output, force=args.force)
     demo = src_a in DEMO_MODELS or src_b in DEMO_MODELS
     a = _adapter(src_a, args.weights_a, args)
     b = _adapter(src_b, args.weights_b, args)
     x = _inputs(args, paths, a, demo)
-    translate = LayerTranslator(a, b)
-    done, failures = [], {}
-    for tech in techs:
-        valid = tech.parameters()
-        mine = {k: v for k, v in raw.items() if technique or k in valid or k[:-2] in valid}
-        user = _params(tech, mine)
-        params = quick_params(tech, a, x, translate, user) if args.all else user
-        if "progress" in tech.parameters():
-            params.setdefault("progress", False if args.quiet else None)
-        try:
-            done.append(compare(tech.name, a, b, x, **params))
-        except InnersightError as err:
-            if not args.all:
-                raise
-            failures[tech.name] = str(err)
-            note(args, f"innersight: {tech.name} failed: {err}")
+    if tech is not None:
+        done = _compare_one(args, tech, a, b, x, user[tech.name])
+        out = prepare_output_dir(args.output, force=args.force)
+        page = done.save(out) / f"{done.technique}.html"
+        return _report(args, [done], page, {})
+    from innersight.compare import compare_all, save_all
+
+    found = compare_all(a, b, x, params=user)
+    for name, why in {**found.skipped, **found.failures}.items():
+        note(args, f"innersight: {name} {'skipped' if name in found.skipped else 'failed'}: {why}")
     out = prepare_output_dir(args.output, force=args.force)
-    return _write(args, out, done, failures)
+    page = save_all(found.comparisons, out, failures=found.failures, skipped=found.skipped)
+    return _report(args, found.comparisons, page, found.failures)
 
 
-def _write(args: argparse.Namespace, out: Path, done: list[Any], failures: dict[str, str]) -> int:
-    from innersight.compare import metrics_record, write_page
-    from innersight.core.render import png_bytes
+def _user_params(tech: Technique | None, raw: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``{technique: converted --param values}``: for one technique all of them; with --all,
+    each technique gets those it takes (a parameter no technique takes is an error)."""
+    if tech is not None:
+        return {tech.name: _params(tech, raw)}
+    out: dict[str, dict[str, Any]] = {}
+    for other in ins.techniques().values():
+        valid = other.parameters()
+        mine = {k: v for k, v in raw.items() if k in valid or k[:-2] in valid}
+        if mine:
+            out[other.name] = _params(other, mine)
+    unused = sorted(set(raw) - {k for p in out.values() for k in p})
+    if unused:
+        known = {k for t in ins.techniques().values() for k in t.parameters()}
+        raise InputError(
+            f"--param {unused[0]}: no installed technique takes it, so with --all it would "
+            f"change nothing; give a parameter of one of them{did_you_mean(unused[0], known)}"
+        )
+    return out
 
-    if args.all:
-        for c in done:
-            (out / f"{c.technique}.png").write_bytes(png_bytes(c.to_image()))
-        page = write_page(done, out / "compare.html", failures=failures)
-        (out / "compare.json").write_text(json.dumps(metrics_record(done, failures), indent=2))
-    else:
-        page = done[0].save(out) / f"{done[0].technique}.html"
+
+def _compare_one(
+    args: argparse.Namespace, tech: Technique, a: Any, b: Any, x: Any, user: dict[str, Any]
+) -> Any:
+    """One technique with its ``"full"`` preset (bounded defaults) under the user's params."""
+    from innersight.compare import compare
+    from innersight.report.presets import preset_context, preset_params
+
+    ctx = preset_context("full", a, x)
+    params = preset_params(tech, ctx, user)
+    params["progress"] = user.get("progress", False if args.quiet else None)
+    return compare(tech.name, a, b, x, **params)
+
+
+def _report(args: argparse.Namespace, done: list[Any], page: Path, failures: dict[str, str]) -> int:
+    """The metrics table on stdout (unless -q); exit code 1 when a technique failed."""
     if not args.quiet:
         rows = [[c.technique, *(_num(c.summary().get(k)) for k in COLUMNS)] for c in done]
         print_table(rows, ["technique", *COLUMNS], right=range(1, len(COLUMNS) + 1))

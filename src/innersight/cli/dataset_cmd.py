@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from innersight.core.errors import InputError
+from innersight.core.frameworks import is_torch
 
 __all__ = ["add_dataset_arguments", "run_dataset"]
 
@@ -99,10 +100,8 @@ def _model(args: argparse.Namespace) -> Any:
     from innersight.cli.common import load_model_from_args
     from innersight.dataset.modelref import ModelRef
 
-    model, adapter = load_model_from_args(args)
-    options = (
-        {"input_shape": args.input_shape} if args.input_shape and adapter.backend == "torch" else {}
-    )
+    model, _ = load_model_from_args(args)
+    options = {"input_shape": args.input_shape} if args.input_shape and is_torch(model) else {}
     return ModelRef("spec", str(args.model), args.weights, bool(args.unsafe), options, built=model)
 
 
@@ -145,7 +144,11 @@ def run_dataset(args: argparse.Namespace) -> int:
             "--force does not apply to --dataset: a data-set run resumes its own files in -o "
             "and refuses folders holding anything else; pass --no-resume to start over"
         )
-    embed = args.technique == "embeddings"
+    from innersight.api import get_technique
+
+    # a technique that describes a whole data set (accepts_datasets) is run by embed_dataset,
+    # as innersight.explain_dataset advises for it
+    embed = get_technique(args.technique).accepts_datasets
     params = _embed_params(args) if embed else _explain_params(args)
     common = {
         "out": args.output,

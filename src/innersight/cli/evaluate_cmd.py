@@ -23,6 +23,7 @@ import inspect
 import json
 import sys
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,11 @@ from innersight.cli.common import (
 from innersight.cli.params import convert, convert_params, parse_assignments
 from innersight.core.errors import InputError
 from innersight.core.metric import Metric
+from innersight.core.technique import Technique
+from innersight.report.presets import in_order, preset_context, preset_params, skip_for_capabilities
 
 __all__ = ["add_parser", "run"]
 
-DEFAULT_TECHNIQUES = ("saliency", "integrated_gradients", "grad_cam", "occlusion")
 DEMO_MODELS = ("demo:torch", "demo:keras")
 
 
@@ -65,7 +67,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--techniques", metavar="A,B",
-        help=f"techniques to evaluate (default: {','.join(DEFAULT_TECHNIQUES)})",
+        help="techniques to evaluate (default: every installed technique that explains a "
+        "class score per input, i.e. takes a target, and that the model can run)",
     )  # fmt: skip
     parser.add_argument(
         "--metrics", metavar="A,B",
@@ -86,19 +89,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from innersight.metrics.report import DEFAULT_METRICS, faithfulness_section
 
-    techniques = _names(args.techniques, DEFAULT_TECHNIQUES, ins.techniques())
-    chosen = [get_technique(t) for t in techniques]
-    metrics = [get_metric(m) for m in _names(args.metrics, DEFAULT_METRICS, None)]
+    chosen = _techniques(args.techniques)
+    metrics = [get_metric(m) for m in _names(args.metrics, DEFAULT_METRICS)]
     tech_params, metric_params = _split_params(args.param, chosen, metrics)
     check_output_dir(args.output, force=args.force)
     adapter = _adapter(args)
     x = _inputs(args, adapter)
-    explanations = {}
-    for tech in chosen:
-        params = dict(tech_params.get(tech.name, {}))
-        if "progress" in tech.parameters():
-            params.setdefault("progress", False)
-        explanations[tech.name] = ins.explain(tech.name, adapter, x, **params)
+    if not args.techniques:
+        chosen = _runnable(args, chosen, adapter)
+    explanations = _explain_all(chosen, adapter, x, tech_params)
     section = faithfulness_section(
         adapter,
         explanations,
@@ -111,10 +110,47 @@ def run(args: argparse.Namespace) -> int:
     return _write(args, out, section)
 
 
-def _names(text: str | None, default: tuple[str, ...], installed: Any) -> list[str]:
+def _names(text: str | None, default: Sequence[str]) -> list[str]:
     if text:
         return [t.strip() for t in text.split(",") if t.strip()]
-    return [t for t in default if installed is None or t in installed]
+    return list(default)
+
+
+def _techniques(text: str | None) -> list[Technique]:
+    """--techniques in that order; by default every installed technique that explains a class
+    score per input (it takes a ``target``: the maps the metrics score), in section order."""
+    if text:
+        return [get_technique(t) for t in _names(text, ())]
+    return [
+        tech
+        for tech in in_order(ins.techniques().values())
+        if "target" in tech.parameters() and tech.needs_inputs and not tech.accepts_datasets
+    ]
+
+
+def _runnable(args: argparse.Namespace, chosen: list[Technique], adapter: Any) -> list[Technique]:
+    """The default techniques the model can run; the others are noted as skipped."""
+    keep = []
+    for tech in chosen:
+        why = skip_for_capabilities(tech, adapter)
+        if why is None:
+            keep.append(tech)
+        else:
+            note(args, f"innersight: {tech.name} skipped: {why}")
+    return keep
+
+
+def _explain_all(
+    chosen: list[Technique], adapter: Any, x: np.ndarray, params: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Each technique with its ``"full"`` preset (bounded defaults), under the user's params."""
+    ctx = preset_context("full", adapter, x)
+    return {
+        tech.name: ins.explain(
+            tech.name, adapter, x, **preset_params(tech, ctx, params.get(tech.name))
+        )
+        for tech in chosen
+    }
 
 
 def _split_params(

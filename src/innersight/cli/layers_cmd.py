@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from innersight.cli.common import (
@@ -13,6 +12,7 @@ from innersight.cli.common import (
     print_table,
     shape_text,
 )
+from innersight.core.frameworks import is_torchscript
 
 __all__ = ["add_parser", "run"]
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _unknown_shapes_note(model: Any, adapter: Any, declared: Any) -> str:
     """Why the output shapes show as ``?``, and what shows them (never advice already taken)."""
-    if _is_torchscript(model):
+    if is_torchscript(model):
         return (
             f"note: output shapes of TorchScript model {adapter.name} cannot be recorded: "
             "TorchScript modules take no hooks, so --input-shape does not show them either; "
@@ -66,8 +66,3 @@ def _unknown_shapes_note(model: Any, adapter: Any, declared: Any) -> str:
         f"--input-shape {','.join(map(str, declared))} did not complete; run a technique on "
         "these inputs (with --debug) to see why"
     )
-
-
-def _is_torchscript(model: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(model, torch.jit.ScriptModule)

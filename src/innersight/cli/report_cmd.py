@@ -31,6 +31,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--output", default="report.html", metavar="FILE", help="the HTML file to write"
     )
+    _add_technique_args(parser)
+    _add_evaluate_args(parser)
+    parser.add_argument("--title", help="the report's title")
+    parser.add_argument("--seed", type=int, default=0, help="seed for randomised techniques")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the output file if it exists"
+    )
+    add_input_args(parser)
+    return parser
+
+
+def _add_technique_args(parser: argparse.ArgumentParser) -> None:
+    """Which techniques, with which parameters, classes, labels and data set."""
     parser.add_argument(
         "--techniques",
         metavar="A,B",
@@ -54,9 +67,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset",
         metavar="FILE.npz",
-        help="a labelled data set for the embeddings section: an .npz with arrays 'x' "
-        "(N, H, W, C) and 'y' (N,), e.g. np.savez('set.npz', x=x, y=y)",
+        help="a labelled data set for the techniques that explain one (embeddings): an .npz "
+        "with arrays 'x' (N, H, W, C) and 'y' (N,), e.g. np.savez('set.npz', x=x, y=y)",
     )
+
+
+def _add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    """The section 'How faithful is each technique on this model'."""
     parser.add_argument(
         "--evaluate",
         action="store_true",
@@ -76,13 +93,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="with --evaluate: score at most N inputs per technique (default: 8)",
     )
-    parser.add_argument("--title", help="the report's title")
-    parser.add_argument("--seed", type=int, default=0, help="seed for randomised techniques")
-    parser.add_argument(
-        "--force", action="store_true", help="overwrite the output file if it exists"
-    )
-    add_input_args(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         evaluate_inputs=args.evaluate_inputs,
     )
-    path = report.write(output)
+    return _written(args, report, report.write(output))
+
+
+def _written(args: argparse.Namespace, report: Any, path: Path) -> int:
+    """Say what was written and what did not run; exit code 1 when a technique failed."""
     for section in report.sections:
         for r in section.runs:
             if r.status != "ok":

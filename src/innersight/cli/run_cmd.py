@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from innersight.cli.params import convert_params, parse_assignments
 from innersight.core.batching import Progress
 from innersight.core.errors import InputError, did_you_mean, summarize_names
 from innersight.core.technique import Explanation, Technique
+from innersight.report.presets import preset_context, preset_params
+
+T = TypeVar("T")
 
 __all__ = ["add_parser", "run"]
 
@@ -82,10 +86,27 @@ def run(args: argparse.Namespace) -> int:
     x, names = _inputs(args, adapter)
     timings = {"load_model": t1 - t0, "load_inputs": time.perf_counter() - t1}
 
-    params = dict(requested)
-    if "progress" in tech.parameters() and "progress" not in params:
+    params = _with_remedy(adapter, x, lambda: _full_params(tech, adapter, x, requested))
+    if "progress" not in requested:
         params["progress"] = False if args.quiet else None
-    record = {
+    jobs = _jobs(tech, x, names, params)
+    out = prepare_output_dir(args.output, force=args.force)
+    with Progress(len(jobs), tech.name, False if args.quiet or len(jobs) < 2 else None) as bar:
+        for name, xi, pi in jobs:
+            ex = _explain(tech, adapter, xi, pi)
+            ex.meta["timings"] = {**timings, "explain": ex.meta.get("seconds")}
+            ex.meta["cli"] = {**_record(args, requested), "input": name}
+            _name_targets(ex, classes)
+            written = _save(ex, out / (name if name == tech.name else f"{name}_{tech.name}"))
+            bar.update(1)
+            if not args.quiet:
+                print(f"{name}: {_summary(ex)} -> {written}")
+    return 0
+
+
+def _record(args: argparse.Namespace, requested: dict[str, Any]) -> dict[str, Any]:
+    """How the command was asked to run (kept in each result's ``meta["cli"]``)."""
+    return {
         "model": str(args.model),
         "weights": args.weights,
         "input_shape": args.input_shape,
@@ -94,19 +115,6 @@ def run(args: argparse.Namespace) -> int:
         "std": args.std,
         "params": requested,
     }
-    jobs = _jobs(tech, x, names, params)
-    out = prepare_output_dir(args.output, force=args.force)
-    with Progress(len(jobs), tech.name, False if args.quiet or len(jobs) < 2 else None) as bar:
-        for name, xi, pi in jobs:
-            ex = _explain(tech, adapter, xi, pi)
-            ex.meta["timings"] = {**timings, "explain": ex.meta.get("seconds")}
-            ex.meta["cli"] = {**record, "input": name}
-            _name_targets(ex, classes)
-            written = _save(ex, out / (name if name == tech.name else f"{name}_{tech.name}"))
-            bar.update(1)
-            if not args.quiet:
-                print(f"{name}: {_summary(ex)} -> {written}")
-    return 0
 
 
 def _requested_params(
@@ -121,12 +129,27 @@ def _requested_params(
     return convert_params(tech, raw)
 
 
+def _full_params(
+    tech: Technique, adapter: Any, x: np.ndarray | None, requested: dict[str, Any]
+) -> dict[str, Any]:
+    """The technique's ``"full"`` preset (its defaults, bounded for the size of the model and
+    the inputs) under the parameters asked for on the command line."""
+    ctx = preset_context("full", adapter, x)
+    return preset_params(tech, ctx, requested)
+
+
 def _explain(
     tech: Technique, adapter: Any, x: np.ndarray | None, params: dict[str, Any]
 ) -> Explanation:
     """``innersight.explain``; a torch shape error gets the command-line remedy added."""
+    return _with_remedy(adapter, x, lambda: ins.explain(tech.name, adapter, x, **params))
+
+
+def _with_remedy(adapter: Any, x: np.ndarray | None, action: Callable[[], T]) -> T:
+    """``action()``; an InputError from running a model that declares no input size on inputs
+    it does not take gets the command-line remedy (--input-shape) added."""
     try:
-        return ins.explain(tech.name, adapter, x, **params)
+        return action()
     except InputError as err:
         if adapter.input_shape is not None or x is None or "failed on inputs" not in str(err):
             raise

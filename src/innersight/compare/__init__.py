@@ -5,6 +5,8 @@
     >>> c = ins.compare("saliency", keras_model, twin, x)
     >>> c.summary()          # medians: max_abs_diff, rel_l2, spearman, top1pct, top5pct
     >>> c.save("out/")       # PNG (A | B | |A - B|), HTML, metrics JSON, both explanations
+    >>> from innersight.compare import compare_all
+    >>> every = compare_all(keras_model, twin, x)   # every technique, quick settings
 
 See ``docs/comparison.md`` for the metrics and the agreement measured per technique.
 Importing this package imports neither framework.
@@ -15,14 +17,17 @@ from __future__ import annotations
 from typing import Any
 
 from innersight.compare.metrics import map_metrics, rankdata, spearman, topk_overlap
-from innersight.compare.page import metrics_record, page_html, write_page
+from innersight.compare.page import metrics_record, page_html, save_all, write_page
+from innersight.compare.quick import QuickComparison, compare_all
 from innersight.compare.result import Comparison
 from innersight.compare.run import LayerTranslator, compare
 
 __all__ = [
     "Comparison",
     "LayerTranslator",
+    "QuickComparison",
     "compare",
+    "compare_all",
     "demo_keras",
     "demo_pair",
     "demo_torch",
@@ -30,6 +35,7 @@ __all__ = [
     "metrics_record",
     "page_html",
     "rankdata",
+    "save_all",
     "spearman",
     "topk_overlap",
     "write_page",

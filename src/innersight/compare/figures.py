@@ -101,8 +101,8 @@ def _heatmap_rows(c: Comparison, limit: int) -> tuple[list[list[np.ndarray]], li
 def _grid_rows(c: Comparison, index: int) -> tuple[list[list[np.ndarray]], list[str]]:
     rows = []
     for la, lb in c.layer_pairs:
-        a = np.asarray(c.a.values[la])[index]  # type: ignore[index]
-        b = np.asarray(c.b.values[lb])[index]  # type: ignore[index]
+        a = np.asarray(c.a.values[la])[index]
+        b = np.asarray(c.b.values[lb])[index]
         k = min(CHANNELS_SHOWN, a.shape[-1]) if a.ndim == 3 else 0
         panels = [_pair_colours(a[..., j], b[..., j]) for j in range(k)] or [_pair_colours(a, b)]
         cells = [tile([p[col] for p in panels], per_row=len(panels), gap=1) for col in range(3)]

@@ -1,68 +1,113 @@
-"""Fast parameters for comparing every technique at once (``innersight compare --all``).
+"""Every technique on two models at once, quickly (``innersight compare --all``).
 
-Each technique should take seconds on a CPU, and a technique that needs a layer gets one that
-both models have: the last spatial layer of model A with a counterpart in model B. Only
-parameters a technique accepts are passed; the user's parameters win.
+Each technique proposes its own ``"quick"`` parameters (``technique.presets(ctx)``, see
+:mod:`innersight.core.presets`), chosen on model A; a technique that picks a layer may pick only
+one with a counterpart in model B. Techniques run in section order (``technique.order``, then
+the name); one that a model cannot run (a missing capability) is skipped with the reason, one
+that fails is recorded with its error, and the others still run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from innersight.compare.run import LayerTranslator
+from innersight.api import techniques, wrap
+from innersight.compare.result import Comparison
+from innersight.compare.run import LayerTranslator, compare
+from innersight.core.adapter import ModelAdapter
+from innersight.core.errors import InnersightError
+from innersight.core.presets import PresetContext
 from innersight.core.technique import Technique
+from innersight.report.presets import (
+    in_order,
+    preset_context,
+    preset_params,
+    skip_for_capabilities,
+)
 
-__all__ = ["QUICK", "quick_params"]
-
-#: Fixed settings per technique name (callables below add the model-dependent ones).
-QUICK: Mapping[str, Mapping[str, Any]] = {
-    "smoothgrad": {"samples": 8},
-    "integrated_gradients": {"steps": 24},
-    "filter_maximization": {"steps": 32},
-    "class_maximization": {"steps": 32},
-    "embeddings": {"method": "pca"},
-}
+__all__ = ["QuickComparison", "compare_all", "quick_context"]
 
 
-def _spatial_layer(a: Any, x: np.ndarray, translate: LayerTranslator) -> str | None:
-    names = [info.name for info in a.layers()]
-    acts = a.forward(x[:1], taps=names).activations
-    spatial = [n for n in names if np.ndim(acts.get(n)) == 4]
-    for name in reversed(spatial):
-        if translate(name, strict=False) is not None:
-            return name
-    return None
+@dataclass
+class QuickComparison:
+    """What :func:`compare_all` found.
+
+    Attributes:
+        comparisons: one :class:`Comparison` per technique that ran, in section order.
+        skipped: ``{technique: why}`` for techniques a model cannot run (a missing capability).
+        failures: ``{technique: error message}`` for techniques that raised.
+    """
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
 
 
-def quick_params(
-    technique: Technique,
-    a: Any,
+def quick_context(
+    a: ModelAdapter, x: np.ndarray | None, translate: LayerTranslator, *, seed: int = 0
+) -> PresetContext:
+    """The ``"quick"`` context of model A: its layers with shapes, one input's shape, and only
+    layers that have a counterpart in model B may be picked."""
+    return preset_context(
+        "quick",
+        a,
+        x,
+        seed=seed,
+        layer_ok=lambda name: translate(name, strict=False) is not None,
+    )
+
+
+def compare_all(
+    model_a: Any,
+    model_b: Any,
+    inputs: np.ndarray | None,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+    layer_map: Mapping[str, str] | None = None,
+) -> QuickComparison:
+    """Compare every registered technique on ``model_a`` and ``model_b`` with quick settings.
+
+    Args:
+        model_a, model_b: the two models (native or wrapped), taking the same inputs.
+        inputs: the batch both explain, or None (only techniques that make their own images).
+        params: ``{technique: {parameter: value}}``, overriding the quick presets
+            (``<param>_b`` keys as for :func:`innersight.compare`).
+        seed: the seed every technique gets.
+        layer_map: ``{layer of A: layer of B}``, as for :func:`innersight.compare`.
+
+    Returns:
+        A :class:`QuickComparison`: the comparisons, and the skipped and failed techniques.
+    """
+    a, b = wrap(model_a), wrap(model_b)
+    x = None if inputs is None else np.asarray(inputs)
+    translate = LayerTranslator(a, b, layer_map)
+    ctx = quick_context(a, x, translate, seed=seed)
+    found = QuickComparison()
+    for tech in in_order(techniques().values()):
+        why = skip_for_capabilities(tech, a, b)
+        if why is not None:
+            found.skipped[tech.name] = why
+            continue
+        try:
+            found.comparisons.append(_one(tech, a, b, x, ctx, layer_map, params))
+        except InnersightError as err:
+            found.failures[tech.name] = str(err)
+    return found
+
+
+def _one(
+    tech: Technique,
+    a: ModelAdapter,
+    b: ModelAdapter,
     x: np.ndarray | None,
-    translate: LayerTranslator,
-    user: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Parameters that make ``technique`` quick on adapter ``a`` with inputs ``x``."""
-    accepted = technique.parameters()
-    params: dict[str, Any] = dict(QUICK.get(technique.name, {}))
-    if x is not None and x.ndim == 4:
-        if technique.name == "occlusion":
-            window = max(2, int(x.shape[1]) // 4)
-            params.update(window=window, stride=max(1, window // 2))
-        if technique.name == "filter_maximization":
-            layer = _spatial_layer(a, x, translate)
-            if layer is not None:
-                channels = int(np.shape(a.forward(x[:1], taps=[layer]).activations[layer])[-1])
-                params.update(layer=layer, filters=list(range(min(4, channels))))
-        if technique.name == "class_maximization":
-            outputs = int(np.prod(np.shape(a.forward(x[:1]).outputs)[1:]))
-            params["classes"] = list(range(min(4, outputs)))
-    if "seed" in accepted:
-        params.setdefault("seed", 0)
-    if "progress" in accepted:
-        params["progress"] = False
-    params = {k: v for k, v in params.items() if k in accepted}
-    params.update(user or {})
-    return params
+    ctx: PresetContext,
+    layer_map: Mapping[str, str] | None,
+    params: Mapping[str, Mapping[str, Any]] | None,
+) -> Comparison:
+    user = (params or {}).get(tech.name)
+    return compare(tech.name, a, b, x, layer_map=layer_map, **preset_params(tech, ctx, user))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,36 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from innersight.compare.page import COLUMNS, fmt, jsonable_metrics
 from innersight.core.errors import InputError
-from innersight.core.technique import Explanation, to_jsonable
+from innersight.core.technique import Explanation
 
 __all__ = ["Comparison", "jsonable_metrics"]
-
-#: Metrics shown in tables, in this order (others follow).
-ORDER = (
-    "max_abs_diff",
-    "rel_l2",
-    "spearman",
-    "top1pct",
-    "top5pct",
-    "cross_a",
-    "cross_b",
-)
-
-
-def _finite_or_none(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def jsonable_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with NaN/inf as None (strict JSON)."""
-    return [{k: _finite_or_none(to_jsonable(v)) for k, v in row.items()} for row in rows]
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3g}"
-    return str(v)
 
 
 @dataclass
@@ -73,7 +45,7 @@ class Comparison:
     def metric_names(self) -> list[str]:
         """The numeric metrics present, tables' order first."""
         keys = {k for row in self.metrics for k, v in row.items() if isinstance(v, float)}
-        return [k for k in ORDER if k in keys] + sorted(keys - set(ORDER))
+        return [k for k in COLUMNS if k in keys] + sorted(keys - set(COLUMNS))
 
     def summary(self) -> dict[str, float]:
         """The median of every metric over the rows (NaNs ignored), plus ``n`` rows."""
@@ -86,7 +58,7 @@ class Comparison:
 
     def __repr__(self) -> str:
         s = self.summary()
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in s.items() if k != "n")
+        shown = ", ".join(f"{k}={fmt(v)}" for k, v in s.items() if k != "n")
         return f"<Comparison {self.technique}: {self.names[0]} vs {self.names[1]}; median {shown}>"
 
     # -- pictures ---------------------------------------------------------------------------
@@ -120,69 +92,25 @@ class Comparison:
 
         return png_bytes(self.to_image())
 
-    # -- HTML -------------------------------------------------------------------------------
+    # -- export (owned by :mod:`innersight.compare.page`) ----------------------------------------
     def metrics_table(self) -> str:
         """An HTML table of the per-row metrics (names escaped)."""
-        keys = self.metric_names()
-        ids = [
-            k for k in ("input", "layer", "layer_b", "unit") if any(k in r for r in self.metrics)
-        ]
-        head = "".join(f"<th>{html.escape(k)}</th>" for k in [*ids, *keys])
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape(_fmt(r.get(k, '')))}</td>" for k in [*ids, *keys])
-            + "</tr>"
-            for r in self.metrics
-        )
-        return f'<table class="metrics"><tr>{head}</tr>{body}</table>'
+        from innersight.compare.page import metrics_table
+
+        return metrics_table(self)
 
     def to_html(self, *, max_rows: int = 8) -> str:
         """A self-contained HTML fragment: title, median metrics, figure (PNG inline), table."""
-        from innersight.core.render import png_bytes
+        from innersight.compare.page import section_html
 
-        png = base64.b64encode(png_bytes(self.to_image(max_rows=max_rows))).decode("ascii")
-        s = self.summary()
-        medians = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
-            for k, v in s.items()
-            if k != "n"
-        )
-        t, (na, nb) = html.escape(self.technique), (html.escape(n) for n in self.names)
-        params = html.escape(json.dumps(jsonable_metrics([self.params_b])[0], default=str))
-        return (
-            f'<section class="innersight-compare" id="compare-{t}">'
-            f"<h2>{t}</h2><p>A = <code>{na}</code>, B = <code>{nb}</code> "
-            f"({int(s['n'])} rows; medians below)</p>"
-            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in self.notes)
-            + f'<table class="summary">{medians}</table>'
-            f'<img alt="{t}: A, B and |A - B|" src="data:image/png;base64,{png}">'
-            f"<details><summary>every row</summary>{self.metrics_table()}"
-            f"<p>model B ran with <code>{params}</code></p></details></section>"
-        )
+        return section_html(self, max_rows=max_rows)
 
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    # -- files --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``<technique>.png``, ``.html`` (a page), ``_metrics.json`` and both
         explanations as ``_a.npz`` / ``_b.npz`` into ``directory``; returns the folder."""
-        from innersight.compare.page import write_page
-        from innersight.core.render import png_bytes
+        from innersight.compare.page import save_comparison
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / self.technique
-        (out / f"{self.technique}.png").write_bytes(png_bytes(self.to_image()))
-        write_page([self], out / f"{self.technique}.html")
-        record = {
-            "technique": self.technique,
-            "models": list(self.names),
-            "summary": jsonable_metrics([self.summary()])[0],
-            "metrics": jsonable_metrics(self.metrics),
-            "notes": list(self.notes),
-        }
-        Path(f"{stem}_metrics.json").write_text(json.dumps(record, indent=2))
-        self.a.save(f"{stem}_a.npz")
-        self.b.save(f"{stem}_b.npz")
-        return out
+        return save_comparison(self, directory)

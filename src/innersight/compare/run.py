@@ -184,7 +184,7 @@ def compare(
         b=ex_b,
         names=_names(a, b),
         metrics=rows,
-        params_b={k: v for k, v in params_b.items() if k != "progress"},
+        params_b={k: v for k, v in tech.own_parameters(params_b).items() if k != "progress"},
         layer_pairs=pairs,
         notes=_notes(translate),
     )
@@ -217,7 +217,7 @@ def _rows(
     ex_a: Explanation, ex_b: Explanation, translate: LayerTranslator
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     if ex_a.kind == "layer_grid":
-        grid_a, grid_b = dict(ex_a.values), dict(ex_b.values)  # type: ignore[arg-type]
+        grid_a, grid_b = dict(ex_a.values), dict(ex_b.values)
         pairs = [
             (la, lb)
             for la in grid_a
@@ -271,7 +271,7 @@ def _cross_objectives(
         "score_b_img_b": b.value_and_grad(img_b, obj_b)[0],
         "score_b_img_a": b.value_and_grad(img_a, obj_b)[0],
     }
-    units = ex_a.params.get("filters", ex_a.params.get("classes"))
+    units = np.asarray(ex_a.params.get("filters", ex_a.params.get("classes")))
     for i, row in enumerate(rows):
         row["unit"] = int(units[i])
         row.update({k: float(v[i]) for k, v in scores.items()})

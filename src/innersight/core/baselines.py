@@ -6,7 +6,8 @@ says the same thing about a wrong one:
 - a number: a constant input (``0.0``: black for images in [0, 1]);
 - ``"zeros"`` (alias ``"black"``): the same as ``0.0``;
 - ``"mean"``: each input's mean over its spatial axes (its mean colour), per channel;
-- ``"blur"``: each image blurred by a Gaussian (:func:`gaussian_blur`; Sturmfels et al., 2020,
+- ``"blur"``: each image blurred by a Gaussian (:func:`gaussian_blur`, mirrored borders;
+  Sturmfels et al., 2020,
   *Visualizing the Impact of Feature Attribution Baselines*, Distill), images only;
 - an array shaped like one input (shared by the batch) or like the whole batch (one baseline per
   input).
@@ -90,7 +91,8 @@ def _named(baseline: str, inputs: np.ndarray, name: str, sigma: float | None) ->
 
 def gaussian_blur(images: np.ndarray, sigma: float | None = None) -> np.ndarray:
     """Images (N, H, W, C) blurred by a Gaussian of ``sigma`` pixels (default: a tenth of the
-    larger side, at least 1), separably, with reflected borders; float32."""
+    larger side, at least 1), separably, with mirrored borders (``np.pad`` "reflect", which is
+    scipy's ``mode="mirror"``: the edge pixel is not repeated); float32."""
     if images.ndim != 4:
         raise InputError(f"gaussian_blur takes images (N, H, W, C), got {images.shape}")
     sigma = float(sigma or max(1.0, max(images.shape[1:3]) / 10))

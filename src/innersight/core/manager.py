@@ -30,6 +30,7 @@ from innersight.core import hookspecs
 from innersight.core.errors import (
     BackendNotFoundError,
     InnersightError,
+    InputError,
     PluginConflictError,
     PluginLoadError,
 )
@@ -65,6 +66,7 @@ BUILTIN_METRICS: tuple[str, ...] = (
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.backends.torch",
     "innersight.backends.keras",
+    "innersight.backends.function",
     "innersight.plugins.renderers",
     "innersight.plugins.activation_grid",
     "innersight.plugins.saliency",
@@ -76,6 +78,18 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.filter_maximization",
     "innersight.plugins.class_maximization",
     "innersight.plugins.embeddings",
+    "innersight.plugins.input_x_gradient",
+    "innersight.plugins.deconvolution",
+    "innersight.plugins.guided_grad_cam",
+    "innersight.plugins.noise_tunnel",
+    "innersight.plugins.gradient_shap",
+    "innersight.plugins.grad_cam_plus_plus",
+    "innersight.plugins.score_cam",
+    "innersight.plugins.layer_cam",
+    "innersight.plugins.eigen_cam",
+    "innersight.plugins.feature_ablation",
+    "innersight.plugins.kernel_shap",
+    "innersight.plugins.lime",
     *BUILTIN_METRICS,
 )
 
@@ -249,6 +263,7 @@ class InnersightPluginManager:
             return self._metric_providers[metric_name]
 
     def renderers(self) -> dict[str, Renderer]:
+        """Every registered renderer by kind; PluginConflictError on duplicate kinds."""
         with self._lock:
             if self._renderers is None:
                 self._renderers = self._unique(
@@ -257,6 +272,17 @@ class InnersightPluginManager:
                     attr="kind",
                 )
             return dict(self._renderers)
+
+    def renderer(self, kind: str) -> Renderer:
+        """The renderer registered for ``kind``; InputError naming the known kinds otherwise."""
+        renderers = self.renderers()
+        if kind not in renderers:
+            raise InputError(
+                f"no renderer for kind {kind!r}; known kinds: {', '.join(sorted(renderers))}. "
+                "A plugin that makes a new kind registers its renderer with "
+                "innersight_register_renderers"
+            )
+        return renderers[kind]
 
     def provider(self, technique_name: str) -> PluginInfo:
         """The plugin that provides ``technique_name`` (KeyError when none does)."""

@@ -368,7 +368,7 @@ def explain_again(
         # quadrature that does not converge there) are facts of the metric, not news for the
         # user: they go to meta["rerun_warnings"].
         warnings.simplefilter("always")
-        result = tech.explain(model, x, **params)
+        result = tech.run(model, x, **params)
     values: Any = getattr(result, "values", None)
     if not isinstance(result, Explanation) or np.shape(values)[:1] != (len(x),):
         raise InputError(

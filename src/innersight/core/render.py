@@ -47,16 +47,12 @@ class Renderer:
         raise NotImplementedError
 
 
-def render(explanation: Explanation, **options: Any) -> np.ndarray:
-    """Render with the renderer registered for ``explanation.kind``."""
-    from innersight.core.manager import get_plugin_manager
+def render(explanation: Explanation, renderer: Renderer, **options: Any) -> np.ndarray:
+    """``renderer.render(explanation, **options)``, checked to be an (H, W, 3) uint8 image.
 
-    renderers = get_plugin_manager().renderers()
-    renderer = renderers.get(explanation.kind)
-    if renderer is None:
-        raise InputError(
-            f"no renderer for kind {explanation.kind!r}; known kinds: {', '.join(sorted(renderers))}"
-        )
+    Plain numpy: the renderer registered for a kind is looked up by the plugin manager
+    (``get_plugin_manager().renderer(kind)``), as ``Explanation.to_image`` does.
+    """
     image = np.asarray(renderer.render(explanation, **options))
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError(
@@ -213,7 +209,7 @@ def plot(explanation: Explanation, ax: Any = None, **options: Any) -> Any:
     except ImportError as err:
         raise InputError("matplotlib is not installed; pip install 'innersight[viz]'") from err
     del matplotlib
-    image = render(explanation, **options)
+    image = explanation.to_image(**options)
     if ax is None:
         dpi = 100
         fig = Figure(
@@ -233,7 +229,7 @@ def save_gif(
     from dataclasses import replace
 
     frames = [
-        to_pil(render(replace(explanation, values=f, meta={}), **options))
+        to_pil(replace(explanation, values=f, meta={}).to_image(**options))
         for f in explanation.meta["frames"]
     ]
     buf = io.BytesIO()

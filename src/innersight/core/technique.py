@@ -137,9 +137,10 @@ class Explanation:
     # -- rendering --------------------------------------------------------------------------
     def to_image(self, **options: Any) -> np.ndarray:
         """Render to an (H, W, 3) uint8 array with the renderer registered for ``kind``."""
+        from innersight.core.manager import get_plugin_manager
         from innersight.core.render import render
 
-        return render(self, **options)
+        return render(self, get_plugin_manager().renderer(self.kind), **options)
 
     def to_pil(self, **options: Any) -> Any:
         """Render to a ``PIL.Image`` (needs Pillow: ``pip install innersight[viz]``)."""

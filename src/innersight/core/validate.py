@@ -21,6 +21,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from innersight.core.errors import InputError
 
 __all__ = [
@@ -113,7 +115,7 @@ def probability(name: str, value: Any, *, example: Any = None) -> float:
 
 def boolean(name: str, value: Any) -> bool:
     """``value`` when it is a bool (numpy bools included); no truthy strings or ints."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, (bool, np.bool_)):
         raise InputError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
@@ -125,7 +127,7 @@ def choice(name: str, value: Any, options: Iterable[Any]) -> Any:
         ok = (value is None and None in allowed) or (
             not isinstance(value, bool) and value is not None and value in allowed
         )
-    except TypeError:  # unhashable or array-like values compare badly
+    except (TypeError, ValueError):  # unhashable or array-like values compare badly
         ok = False
     if not ok:
         names = ", ".join(repr(a) for a in allowed)

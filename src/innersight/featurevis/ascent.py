@@ -25,13 +25,13 @@ units) to start elsewhere.
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from innersight.core import validate
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
 from innersight.core.errors import CapabilityError, InputError
 from innersight.featurevis.optimize import Ascent, Revive, ValueAndGrad, ascend, model_objective
@@ -47,24 +47,6 @@ __all__ = ["NOISE", "AscentOptions", "ValueRange", "image_shape", "resolve_range
 NOISE = (0.5, 0.05)  # mean and standard deviation of init="noise", in units of the value range
 #: Conventional input ranges, tried in order: example inputs inside one of them get all of it.
 CONVENTIONAL_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
-
-
-def _positive_int(value: Any, name: str, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"{name} must be a positive int, got {value!r}; {hint}")
-    return int(value)
-
-
-def _number(value: Any, name: str, hint: str, *, positive: bool = False) -> float:
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and np.isfinite(float(value))
-    )
-    if not ok or value < 0 or (positive and value == 0):
-        kind = "a positive number" if positive else "a number >= 0"
-        raise InputError(f"{name} must be {kind}, got {value!r}; {hint}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -99,31 +81,28 @@ class AscentOptions:
 
         ``seed=None`` draws a fresh seed (kept in the result, so the run can be repeated).
         """
-        steps = _positive_int(steps, "steps", "pass e.g. steps=100")
-        lr = _number(lr, "lr", "pass e.g. lr=0.05", positive=True)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise InputError(f"seed must be a non-negative int or None, got {seed!r}")
-        if isinstance(init, str):
-            if init != "noise":
-                raise InputError(f"init={init!r} is unknown; use 'noise' or an (H, W, C) image")
-        else:
-            init = _init_image(init)
-        if isinstance(jitter, bool) or not isinstance(jitter, numbers.Integral) or jitter < 0:
-            raise InputError(f"jitter must be an int >= 0 (pixels), got {jitter!r}")
-        rotate = _number(rotate, "rotate", "pass the largest angle in degrees, e.g. 5")
-        if param not in PARAMS:
-            raise InputError(
-                f"param={param!r} is unknown; use one of {', '.join(map(repr, PARAMS))}"
-            )
-        if snapshot_every is not None:
-            snapshot_every = _positive_int(
-                snapshot_every, "snapshot_every", "or None to keep no frames"
-            )
+        every = snapshot_every
         return cls(
-            steps, lr, int(seed), init, int(jitter), _scale(scale), rotate, param, snapshot_every
+            steps=validate.positive_int("steps", steps, example=100),
+            lr=validate.number("lr", lr, low=0.0, low_open=True, example=0.05),
+            seed=validate.seed(seed),
+            init=_init(init),
+            jitter=validate.non_negative_int("jitter", jitter, example=2),
+            scale=_scale(scale),
+            rotate=validate.number("rotate", rotate, low=0.0, example=5),
+            param=validate.choice("param", param, PARAMS),
+            snapshot_every=(
+                None
+                if every is None
+                else validate.positive_int("snapshot_every", every, example=10)
+            ),
         )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AscentOptions:
+        """:meth:`check` of the options found in ``params`` (other keys are ignored), e.g.
+        ``AscentOptions.from_params(locals())`` inside an ``explain`` that takes them."""
+        return cls.check(**{k: params[k] for k in OPTION_NAMES if k in params})
 
     def params(self) -> dict[str, Any]:
         """JSON-friendly record for ``Explanation.params`` (an init image by its shape)."""
@@ -140,6 +119,18 @@ class AscentOptions:
             "param": self.param,
             "snapshot_every": self.snapshot_every,
         }
+
+
+#: The names of the options, as ``explain`` parameters.
+OPTION_NAMES = tuple(f.name for f in fields(AscentOptions))
+
+
+def _init(init: Any) -> str | np.ndarray:
+    if isinstance(init, str):
+        if init != "noise":
+            raise InputError(f"init={init!r} is unknown; use 'noise' or an (H, W, C) image")
+        return init
+    return _init_image(init)
 
 
 def _scale(scale: Any) -> tuple[float, float] | None:
@@ -179,14 +170,7 @@ def image_shape(
             declared = tuple(e if d is None else d for d, e in zip(declared, example))
     known = declared if declared is not None and len(declared) == 3 else (None, None, None)
     if size is not None:
-        try:
-            dims = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-        except TypeError:
-            dims = ()
-        if len(dims) not in (2, 3) or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and int(d) > 0 for d in dims
-        ):
-            raise InputError(f"size must be an int, (H, W) or (H, W, C), got {size!r}")
+        dims = _size(size)
         known = (dims[0], dims[1], dims[2] if len(dims) == 3 else known[2])
     if not isinstance(init, str):
         want = tuple(int(k) for k in known if k is not None)
@@ -209,6 +193,19 @@ def image_shape(
             f"(their size is used), or an init image{wrap}"
         )
     return (int(known[0]), int(known[1]), int(known[2]))  # type: ignore[arg-type]
+
+
+def _size(size: Any) -> tuple[int, ...]:
+    """``size`` as (H, W) or (H, W, C) of positive ints (an int is a square)."""
+    try:
+        dims = (size, size) if validate.is_int(size) else tuple(size)
+    except TypeError:
+        dims = ()
+    if len(dims) not in (2, 3) or not all(validate.is_int(d) and d > 0 for d in dims):
+        raise InputError(
+            f"size must be an int, (H, W) or (H, W, C), got {size!r}; pass e.g. size=64"
+        )
+    return tuple(int(d) for d in dims)
 
 
 def _fmt(shape: tuple[Any, ...]) -> str:
@@ -354,44 +351,68 @@ def run_targets(
             set of targets was chosen.
     """
     vr = value_range or ValueRange()
-    done: dict[int, Ascent] = {}
-    transforms = RandomTransforms(options.jitter, options.scale, options.rotate)
-    init = options.init if isinstance(options.init, str) else vr.to_unit(options.init)
-    revive_ok = [revive_relu and "relu_override" in {str(c) for c in model.capabilities}]
-
-    def chunk(start: int, stop: int) -> np.ndarray:
-        idx = targets[start:stop]
-        rngs = [np.random.default_rng([options.seed, int(t)]) for t in idx]
-        done[start] = ascend(
-            _unit_objective(model_objective(model, objective_for(idx)), vr),
-            starting_images(init, shape, rngs),
-            steps=options.steps,
-            lr=options.lr,
-            param=options.param,
-            transforms=transforms,
-            rngs=rngs,
-            penalty=penalty,
-            revive=_reviver(model, objective_for, idx, vr, revive_ok) if revive_ok[0] else None,
-            snapshot_every=options.snapshot_every,
-            progress=bar,
-            bounds=(0.0, 1.0) if vr.clip else None,
-        )
-        return done[start].images
-
+    revive_ok = revive_relu and "relu_override" in {str(c) for c in model.capabilities}
+    chunks = _Chunks(model, objective_for, options, shape, vr, penalty, revive_ok)
     per_sample = bytes_per_sample(shape, [i.output_shape for i in model.layers()], grads=True)
     with Progress(len(targets) * options.steps, desc, progress) as bar:
+        chunks.bar = bar
         if note:
             bar.note(note)
-        planner = BatchPlanner()  # its own bar stays off: ``bar`` counts target-steps
-        planner.map(
-            chunk,
+        BatchPlanner().map(  # its own bar stays off: ``bar`` counts target-steps
+            lambda start, stop: chunks.run(targets, start, stop),
             len(targets),
             per_sample=per_sample,
             batch_size=batch_size,
             key=key,
             progress=False,
         )
-    return _joined([done[k] for k in sorted(done)], vr)
+    return _joined([chunks.done[k] for k in sorted(chunks.done)], vr)
+
+
+class _Chunks:
+    """The optimisation of one chunk of targets at a time (see :func:`run_targets`); the
+    results are kept by the chunk's first position."""
+
+    def __init__(
+        self,
+        model: ModelAdapter,
+        objective_for: Callable[[np.ndarray], Objective],
+        options: AscentOptions,
+        shape: tuple[int, int, int],
+        vr: ValueRange,
+        penalty: ValueAndGrad | None,
+        revive: bool,
+    ) -> None:
+        self.model, self.objective_for, self.options = model, objective_for, options
+        self.shape, self.vr, self.penalty = shape, vr, penalty
+        self.revive_ok = [revive]  # switched off for good when the adapter refuses
+        self.transforms = RandomTransforms(options.jitter, options.scale, options.rotate)
+        self.init = options.init if isinstance(options.init, str) else vr.to_unit(options.init)
+        self.done: dict[int, Ascent] = {}
+        self.bar: Progress | None = None
+
+    def run(self, targets: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Optimise ``targets[start:stop]`` in one batch; returns their images."""
+        idx, opts, vr = targets[start:stop], self.options, self.vr
+        rngs = [np.random.default_rng([opts.seed, int(t)]) for t in idx]
+        revive = self.revive_ok[0]
+        self.done[start] = ascend(
+            _unit_objective(model_objective(self.model, self.objective_for(idx)), vr),
+            starting_images(self.init, self.shape, rngs),
+            steps=opts.steps,
+            lr=opts.lr,
+            param=opts.param,
+            transforms=self.transforms,
+            rngs=rngs,
+            penalty=self.penalty,
+            revive=_reviver(self.model, self.objective_for, idx, vr, self.revive_ok)
+            if revive
+            else None,
+            snapshot_every=opts.snapshot_every,
+            progress=self.bar,
+            bounds=(0.0, 1.0) if vr.clip else None,
+        )
+        return self.done[start].images
 
 
 def _joined(parts: list[Ascent], vr: ValueRange) -> Ascent:

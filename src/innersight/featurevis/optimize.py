@@ -4,8 +4,8 @@
 class each), with ONE gradient call per step for the whole batch. It needs only a
 ``value_and_grad(x) -> (values (N,), grads)`` function, typically :func:`model_objective`; the
 parameterisation (:mod:`innersight.featurevis.param`) and the robustness transforms
-(:mod:`innersight.featurevis.transforms`) are linear numpy maps with adjoints, so every backend gets the
-same algorithm. One step, per sample::
+(:mod:`innersight.featurevis.transforms`) are linear numpy maps with adjoints, so every backend
+gets the same algorithm. One step, per sample::
 
     x     = P(params)                            # the image
     v, g  = value_and_grad(T(x))                 # T: this step's random transform
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from innersight.core import validate
 from innersight.core.batching import Progress, ProgressArg
 from innersight.core.errors import InputError
 from innersight.featurevis.param import Parameterization, make_param
-from innersight.featurevis.transforms import RandomTransforms
+from innersight.featurevis.transforms import RandomTransforms, Transform
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
@@ -147,60 +148,114 @@ def ascend(
         bounds: (lo, hi) the images are kept in (the start clipped, every step projected);
             None: unbounded.
     """
+    x0 = _start(x0, bounds, transforms, rngs)
+    steps = validate.positive_int("steps", steps, example=100)
+    p = make_param(param, x0.shape)
+    loop = _Loop(value_and_grad, p, steps, lr, eps, penalty, revive, bounds)
+    own = not isinstance(progress, Progress)
+    bar = (
+        progress
+        if isinstance(progress, Progress)
+        else Progress(steps * len(x0), "ascent", progress)
+    )
+    try:
+        params, frames = loop.run(p.inverse(x0), transforms, rngs, snapshot_every, bar)
+    finally:
+        if own:
+            bar.close()
+    images = p.forward(params).astype(np.float32)
+    untransformed = transforms is None or not transforms.active
+    initial = loop.history[0] if untransformed else loop.objective(x0)
+    if snapshot_every:
+        frames = [x0.astype(np.float32), *frames, images]
+    final = loop.objective(images.astype(np.float64))
+    return Ascent(images, initial, final, loop.history, frames, loop.stalled, loop.revived)
+
+
+def _start(
+    x0: np.ndarray,
+    bounds: tuple[float, float] | None,
+    transforms: RandomTransforms | None,
+    rngs: Sequence[np.random.Generator] | None,
+) -> np.ndarray:
+    """``x0`` as float64 images inside ``bounds``; InputError for another shape or a missing
+    generator of the random transforms."""
     x0 = np.asarray(x0, dtype=np.float64)
     if bounds is not None:
         x0 = np.clip(x0, *bounds)
     if x0.ndim != 4:
         raise InputError(f"ascend needs images (N, H, W, C), got shape {x0.shape}")
-    n, h, w, c = x0.shape
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"steps must be a positive int, got {steps!r}")
+    n = len(x0)
     if transforms is not None and transforms.active and (rngs is None or len(rngs) != n):
         raise InputError(f"random transforms need one generator per sample ({n}), got {rngs!r}")
+    return x0
 
-    def objective(x: np.ndarray) -> np.ndarray:
-        values, _ = value_and_grad(x)
-        return values - penalty(x)[0] if penalty is not None else values
 
-    p = make_param(param, (n, h, w, c))
-    params = p.inverse(x0)
-    history = np.zeros((steps, n))
-    stalled, revived = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
-    frames = [x0.astype(np.float32)] if snapshot_every else []
-    bar = progress if isinstance(progress, Progress) else Progress(steps * n, "ascent", progress)
-    try:
+class _Loop:
+    """The state of :func:`ascend` across steps: objective history, stalled and revived
+    samples; :meth:`step` is one normalised ascent step of every sample."""
+
+    def __init__(
+        self,
+        value_and_grad: ValueAndGrad,
+        p: Parameterization,
+        steps: int,
+        lr: float,
+        eps: float,
+        penalty: ValueAndGrad | None,
+        revive: Revive | None,
+        bounds: tuple[float, float] | None,
+    ) -> None:
+        self.value_and_grad, self.p, self.lr, self.eps = value_and_grad, p, lr, eps
+        self.penalty, self.revive, self.bounds = penalty, revive, bounds
+        n = p.image_shape[0]
+        self.history = np.zeros((steps, n))
+        self.stalled, self.revived = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+
+    def run(
+        self,
+        params: np.ndarray,
+        transforms: RandomTransforms | None,
+        rngs: Sequence[np.random.Generator] | None,
+        snapshot_every: int | None,
+        bar: Progress,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every step from ``params``; the final parameters and the snapshots in between."""
+        steps, (n, h, w, _) = len(self.history), self.p.image_shape
+        frames: list[np.ndarray] = []
         for step in range(steps):
-            x = p.forward(params)
             t = transforms.sample(rngs or (), (h, w)) if transforms is not None else None
-            xt = t.forward(x) if t is not None else x
-            values, grad = value_and_grad(xt)
-            stalled = ~np.any(grad.reshape(n, -1) != 0, axis=1)
-            if revive is not None and stalled.any():
-                grad = _revive(revive, xt, grad, stalled, revived)
-            grad = t.adjoint(grad) if t is not None else grad
-            if penalty is not None:
-                pen, pen_grad = penalty(x)
-                values, grad = values - pen, grad - pen_grad
-            history[step] = values
-            gp = p.backward(grad)
-            if not np.all(np.isfinite(gp)):
-                raise InputError(
-                    f"the gradient became NaN/Inf at step {step}; lower lr (now {lr}) or check "
-                    "that the model is finite on inputs of this scale"
-                )
-            rms = np.sqrt(np.mean(gp.reshape(n, -1) ** 2, axis=1))
-            params = params + lr * gp / (rms + eps).reshape((n,) + (1,) * (gp.ndim - 1))
-            if bounds is not None:
-                params = _project(p, params, bounds)
+            params = self.step(params, step, t)
             if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < steps:
-                frames.append(p.forward(params).astype(np.float32))
+                frames.append(self.p.forward(params).astype(np.float32))
             bar.update(n)
-    finally:
-        if bar is not progress:
-            bar.close()
-    images = p.forward(params).astype(np.float32)
-    initial = history[0] if transforms is None or not transforms.active else objective(x0)
-    if snapshot_every:
-        frames.append(images)
-    final = objective(images.astype(np.float64))
-    return Ascent(images, initial, final, history, frames, stalled, revived)
+        return params, frames
+
+    def objective(self, x: np.ndarray) -> np.ndarray:
+        """The objective of ``x`` (penalty included), untransformed."""
+        values, _ = self.value_and_grad(x)
+        return values - self.penalty(x)[0] if self.penalty is not None else values
+
+    def step(self, params: np.ndarray, step: int, t: Transform | None) -> np.ndarray:
+        """The parameters after one step under the transform ``t`` (None: no transform)."""
+        x = self.p.forward(params)
+        xt = t.forward(x) if t is not None else x
+        values, grad = self.value_and_grad(xt)
+        n = len(x)
+        self.stalled = ~np.any(grad.reshape(n, -1) != 0, axis=1)
+        if self.revive is not None and self.stalled.any():
+            grad = _revive(self.revive, xt, grad, self.stalled, self.revived)
+        grad = t.adjoint(grad) if t is not None else grad
+        if self.penalty is not None:
+            pen, pen_grad = self.penalty(x)
+            values, grad = values - pen, grad - pen_grad
+        self.history[step] = values
+        gp = self.p.backward(grad)
+        if not np.all(np.isfinite(gp)):
+            raise InputError(
+                f"the gradient became NaN/Inf at step {step}; lower lr (now {self.lr}) or check "
+                "that the model is finite on inputs of this scale"
+            )
+        rms = np.sqrt(np.mean(gp.reshape(n, -1) ** 2, axis=1))
+        params = params + self.lr * gp / (rms + self.eps).reshape((n,) + (1,) * (gp.ndim - 1))
+        return _project(self.p, params, self.bounds) if self.bounds is not None else params

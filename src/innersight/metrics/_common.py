@@ -1,4 +1,7 @@
-"""What the built-in metrics share: target scores, batched scoring, baselines, checks.
+"""What the built-in metrics share: target scores and batched scoring.
+
+Parameters are checked with :mod:`innersight.core.validate` and baselines resolved by
+:func:`innersight.core.baselines.resolve_baseline`, as in the techniques.
 
 Scores (``score=``): ``"logit"`` is what ``Logit`` objectives read, the adapter's
 :data:`~innersight.core.LOGITS` tap (on a model ending in softmax/sigmoid, its pre-activation),
@@ -17,41 +20,21 @@ import numpy as np
 from innersight.core import (
     LOGITS,
     BatchPlanner,
-    InputError,
     LayerNotFoundError,
     ModelAdapter,
     ProgressArg,
     bytes_per_sample,
+    validate,
 )
 
 __all__ = [
     "SCORES",
     "Scorer",
-    "check_choice",
-    "check_positive_int",
-    "gaussian_blur",
-    "make_baseline",
     "per_sample_bytes",
     "run_batched",
 ]
 
 SCORES = ("logit", "probability")
-BASELINES = ("black", "blur", "mean")
-
-
-def check_choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
-    """``value`` when it is one of ``allowed``; InputError listing them otherwise."""
-    if not isinstance(value, str) or value not in allowed:
-        raise InputError(f"{what}={value!r} is unknown; use one of {', '.join(allowed)}")
-    return value
-
-
-def check_positive_int(value: Any, what: str, example: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(
-            f"{what} must be a positive int, got {value!r}; pass e.g. {what}={example}"
-        )
-    return int(value)
 
 
 class Scorer:
@@ -59,7 +42,7 @@ class Scorer:
 
     def __init__(self, model: ModelAdapter, score: str = "logit") -> None:
         self.model = model
-        self.score = check_choice(score, SCORES, "score")
+        self.score = validate.choice("score", score, SCORES)
         self.forwards = 0
         self._tap = True
         self.source = "logits (the adapter's LOGITS tap)"
@@ -122,56 +105,4 @@ def run_batched(
         key=key,
         progress=progress,
         desc=desc,
-    )
-
-
-def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """(N, H, W, C) images blurred by a Gaussian of ``sigma`` pixels (truncated at 3 sigma,
-    edges replicated), separably along height and width."""
-    if sigma <= 0:
-        return np.array(x, dtype=np.float32)
-    radius = max(1, int(np.ceil(3 * sigma)))
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    weights /= weights.sum()
-    out = np.asarray(x, dtype=np.float64)
-    for axis in (1, 2):
-        size = out.shape[axis]
-        acc = np.zeros_like(out)
-        for off, w in zip(offsets, weights):
-            idx = np.clip(np.arange(size) + off, 0, size - 1)
-            acc += w * np.take(out, idx, axis=axis)
-        out = acc
-    return out.astype(np.float32)
-
-
-def make_baseline(baseline: Any, x: np.ndarray, blur_sigma: float) -> np.ndarray:
-    """(N, ...) float32 baseline images: ``"black"`` (zeros), ``"blur"`` (Gaussian blur of each
-    image), ``"mean"`` (each image's mean per channel), a number, or an array shaped like one
-    input or like the batch."""
-    if isinstance(baseline, str):
-        check_choice(baseline, BASELINES, "baseline")
-        if baseline == "black":
-            return np.zeros_like(x, dtype=np.float32)
-        if baseline == "blur":
-            if x.ndim != 4:
-                raise InputError(f"baseline='blur' needs images (N, H, W, C), got {x.shape}")
-            return gaussian_blur(x, float(blur_sigma))
-        axes = tuple(range(1, x.ndim - 1)) or (1,)
-        mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-        return np.broadcast_to(mean, x.shape).astype(np.float32)
-    try:
-        if isinstance(baseline, bool):
-            raise TypeError
-        arr = np.asarray(baseline, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise InputError(
-            f"baseline must be 'black', 'blur', 'mean', a number or an array, got "
-            f"{type(baseline).__name__}"
-        ) from err
-    if arr.ndim == 0 or arr.shape == x.shape[1:] or arr.shape == x.shape:
-        return np.array(np.broadcast_to(arr, x.shape), dtype=np.float32)
-    raise InputError(
-        f"baseline has shape {arr.shape}; expected one input's shape {x.shape[1:]} or the "
-        f"batch's {x.shape}, or pass 'black', 'blur', 'mean' or a number"
     )

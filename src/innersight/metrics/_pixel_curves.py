@@ -20,15 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, ProgressArg
+from innersight.core import InputError, ModelAdapter, ProgressArg, resolve_baseline, validate
 from innersight.core.metric import Curve, Evaluation, Metric, attribution_maps, explained_targets
-from innersight.metrics._common import (
-    Scorer,
-    check_positive_int,
-    make_baseline,
-    per_sample_bytes,
-    run_batched,
-)
+from innersight.metrics._common import Scorer, per_sample_bytes, run_batched
 
 __all__ = ["auc", "pixel_curve_evaluation", "pixel_ranks", "step_counts"]
 
@@ -105,28 +99,20 @@ def pixel_curve_evaluation(
     progress: ProgressArg,
 ) -> Evaluation:
     """The Evaluation of deletion (``insertion=False``) or insertion (see the module docstring)."""
-    steps = check_positive_int(steps, "steps", 100)
+    steps = validate.positive_int("steps", steps, example=100)
+    blur_sigma = validate.number("blur_sigma", blur_sigma, low=0.0, low_open=True, example=5.0)
     maps = attribution_maps(explanation, absolute=absolute)
     x = np.asarray(explanation.inputs, dtype=np.float32)
     if x.ndim < 3:
         raise InputError(f"{metric.name} needs inputs with pixels (N, H, W, C), got {x.shape}")
-    base = make_baseline(baseline, x, blur_sigma)
+    base = resolve_baseline(baseline, x, blur_sigma=blur_sigma)
     targets = explained_targets(explanation, model)
     scorer = Scorer(model, score)
     pixels = int(np.prod(maps.shape[1:]))
     counts = step_counts(pixels, min(steps, pixels))
     start, end = (base, x) if insertion else (x, base)
-    y = curves(
-        scorer,
-        start,
-        end,
-        pixel_ranks(maps),
-        counts,
-        targets,
-        batch_size=batch_size,
-        progress=progress,
-        desc=metric.name,
-    )
+    options: dict[str, Any] = {"batch_size": batch_size, "progress": progress, "desc": metric.name}
+    y = curves(scorer, start, end, pixel_ranks(maps), counts, targets, **options)
     fraction = counts / pixels
     verb = "revealed" if insertion else "deleted"
     return Evaluation(

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import Explanation, InputError, ModelAdapter, hookimpl
+from innersight.core import Explanation, InputError, ModelAdapter, hookimpl, validate
 from innersight.core.metric import Evaluation, Metric, attribution_maps, explained_targets
-from innersight.metrics._common import check_choice
 from innersight.metrics._similarity import normalised, spearman, ssim, topk_overlap
 
 __all__ = ["Agreement"]
@@ -52,16 +51,17 @@ class Agreement(Metric):
         k: float = 0.05,
         other_params: dict[str, Any] | None = None,
     ) -> Evaluation:
-        """Args:
-        other: the second explanation: an Explanation of the same inputs, or a technique name
-            (run on the same inputs, for the same classes). Required.
-        measure: the score: "spearman", "top_k" or "ssim" (all three are in meta).
-        k: the top share of pixels for "top_k", in (0, 1].
-        other_params: parameters of ``other`` when it is a technique name.
+        """Compare the explanation's map with another technique's map of the same inputs.
+
+        Args:
+            other: the second explanation: an Explanation of the same inputs, or a technique name
+                (run on the same inputs, for the same classes). Required.
+            measure: the score: "spearman", "top_k" or "ssim" (all three are in meta).
+            k: the top share of pixels for "top_k", in (0, 1].
+            other_params: parameters of ``other`` when it is a technique name.
         """
-        check_choice(measure, MEASURES, "measure")
-        if not (isinstance(k, (int, float)) and 0 < k <= 1):
-            raise InputError(f"k must be a share of the pixels in (0, 1], got {k!r}; e.g. k=0.05")
+        validate.choice("measure", measure, MEASURES)
+        k = validate.number("k", k, low=0.0, high=1.0, low_open=True, example=0.05)
         second = _other(model, explanation, other, other_params)
         a = np.abs(attribution_maps(explanation))
         b = np.abs(attribution_maps(second))
@@ -109,7 +109,7 @@ def _other(model: ModelAdapter, explanation: Any, other: Any, params: Any) -> Ex
     chosen = dict(params or {})
     if "target" in registry[other].parameters():
         chosen.setdefault("target", explained_targets(explanation, model))
-    return registry[other].explain(model, np.asarray(explanation.inputs), **chosen)
+    return registry[other].run(model, np.asarray(explanation.inputs), **chosen)
 
 
 @hookimpl

@@ -9,10 +9,12 @@ Kundaje, 2017) and, in expectation, GradientShap. The score of an input is the r
 
 0 for a method that keeps the promise; NaN when ``f(x) = f(b)``. ``f`` is the logit of the
 explained class (what ``Logit`` objectives, and so integrated gradients, explain). The baseline
-is the explanation's own ``baseline`` parameter (a number, ``"mean"`` - each image's mean colour
-- or an array) unless given here. Maps reduced over channels by a sum keep the total; a channel
-mean is scaled back by the channel count; a channel maximum has lost it (an InputError says so,
-for the methods that promise completeness).
+is the explanation's own ``baseline`` parameter unless given here: a number, ``"mean"`` (each
+image's mean colour), ``"blur"``, an array (see
+:func:`~innersight.core.baselines.resolve_baseline`, which integrated gradients uses too). Maps
+reduced over channels by a sum keep the total; a channel mean is scaled back by the channel
+count; a channel maximum has lost it (an InputError says so, for the methods that promise
+completeness).
 Methods that promise nothing (saliency, Grad-CAM) get a number too: how far from complete they
 are.
 """
@@ -23,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, hookimpl
+from innersight.core import InputError, ModelAdapter, hookimpl, resolve_baseline
 from innersight.core.metric import Evaluation, Metric, attribution_maps, explained_targets
-from innersight.metrics._common import Scorer, make_baseline
+from innersight.metrics._common import Scorer
 
 __all__ = ["Completeness"]
 
@@ -48,13 +50,17 @@ class Completeness(Metric):
     def evaluate(
         self, model: ModelAdapter, explanation: Any, *, baseline: Any = None
     ) -> Evaluation:
-        """Args:
-        baseline: f(b)'s input: None (the explanation's own ``baseline`` parameter, else 0), a
-            number, "mean" (each image's mean colour) or an array shaped like one input.
+        """Measure how far the attributions' sum is from f(x) - f(baseline), per input.
+
+        Args:
+            baseline: f(b)'s input: None (the explanation's own ``baseline`` parameter, else 0), a
+                number, "zeros" (alias "black"), "mean" (each image's mean colour), "blur" (each
+                image blurred as integrated gradients blurs it) or an array shaped like one input
+                or like the batch.
         """
         x = np.asarray(explanation.inputs, dtype=np.float32)
         chosen = explanation.params.get("baseline", 0.0) if baseline is None else baseline
-        base = make_baseline(chosen, x, 0.0)
+        base = resolve_baseline(chosen, x)
         total = attribution_maps(explanation).reshape(len(x), -1).sum(axis=1) * _scale(explanation)
         targets = explained_targets(explanation, model)
         scorer = Scorer(model, "logit")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from innersight.core import InputError, ModelAdapter, get_plugin_manager, hookimpl
+from innersight.core import InputError, ModelAdapter, get_plugin_manager, hookimpl, validate
 from innersight.core.metric import (
     Evaluation,
     Metric,
@@ -22,7 +22,6 @@ from innersight.core.metric import (
     explain_again,
     explained_targets,
 )
-from innersight.metrics._common import check_choice
 from innersight.metrics.randomization import SIMILARITIES, similarities
 
 __all__ = ["DataRandomization"]
@@ -49,13 +48,15 @@ class DataRandomization(Metric):
         similarity: str = "spearman",
         absolute: bool = True,
     ) -> Evaluation:
-        """Args:
-        randomized_model: the same architecture trained on permuted labels (a native model or a
-            ModelAdapter from ``innersight.wrap``, e.g. to pass wrap options). Required.
-        similarity: the score: "spearman" (rank correlation of |maps|) or "ssim".
-        absolute: compare |maps| (the paper's default) rather than signed maps.
+        """Compare the maps with those of the model trained on permuted labels.
+
+        Args:
+            randomized_model: the same architecture trained on permuted labels (a native model or a
+                ModelAdapter from ``innersight.wrap``, e.g. to pass wrap options). Required.
+            similarity: the score: "spearman" (rank correlation of |maps|) or "ssim".
+            absolute: compare |maps| (the paper's default) rather than signed maps.
         """
-        check_choice(similarity, SIMILARITIES, "similarity")
+        validate.choice("similarity", similarity, SIMILARITIES)
         if randomized_model is None:
             raise InputError(
                 "data_randomization compares the maps with those of a model trained on randomly "

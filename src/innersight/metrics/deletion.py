@@ -44,15 +44,19 @@ class Deletion(Metric):
         batch_size: int | str = "auto",
         progress: ProgressArg = False,
     ) -> Evaluation:
-        """Args:
-        steps: points of the curve after the first (pixels go in ``steps`` equal shares).
-        baseline: what a deleted pixel becomes: "black" (0), "blur" (a Gaussian blur of the
-            image, ``blur_sigma`` pixels), "mean" (the image's mean colour), a number or an array.
-        blur_sigma: the blur's standard deviation in pixels (baseline="blur").
-        score: "probability" (softmax of the logits, as RISE) or "logit".
-        absolute: rank pixels by |attribution| instead of by signed attribution.
-        batch_size: masked copies per forward, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal), False, True, or a callback(done, total).
+        """Delete the pixels in attribution order and take the area under the score.
+
+        Args:
+            steps: points of the curve after the first (pixels go in ``steps`` equal shares).
+            baseline: what a deleted pixel becomes: "black" (alias "zeros": 0), "blur" (a
+                Gaussian blur of the image, ``blur_sigma`` pixels), "mean" (the image's mean
+                colour), a number, or an array shaped like one input or like the batch
+                (:func:`innersight.core.resolve_baseline`).
+            blur_sigma: the blur's standard deviation in pixels (baseline="blur"), > 0.
+            score: "probability" (softmax of the logits, as RISE) or "logit".
+            absolute: rank pixels by |attribution| instead of by signed attribution.
+            batch_size: masked copies per forward, or "auto" (timed, within the memory budget).
+            progress: None (a bar on a terminal), False, True, or a callback(done, total).
         """
         return pixel_curve_evaluation(
             self,

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, ProgressArg, hookimpl
+from innersight.core import InputError, ModelAdapter, ProgressArg, hookimpl, validate
 from innersight.core.metric import Evaluation, Metric, attribution_maps, explained_targets
-from innersight.metrics._common import Scorer, check_positive_int, per_sample_bytes, run_batched
+from innersight.metrics._common import Scorer, per_sample_bytes, run_batched
 
 __all__ = ["Infidelity", "gaussian_perturbation"]
 
@@ -87,17 +87,21 @@ class Infidelity(Metric):
         batch_size: int | str = "auto",
         progress: ProgressArg = False,
     ) -> Evaluation:
-        """Args:
-        n_perturb_samples: perturbations per input.
-        perturb: ``perturb(inputs) -> (perturbations, perturbed_inputs)``; default Gaussian.
-        noise_std: standard deviation of the default Gaussian perturbation.
-        normalize: rescale the attributions by the error-minimising beta first (captum's).
-        score: "logit" (the adapter's logits) or "probability".
-        seed: seed of the default perturbation.
-        batch_size: perturbed inputs per forward, or "auto".
-        progress: None (a bar on a terminal), False, True, or a callback(done, total).
+        """Compare attribution . perturbation with the score's drop, over perturbations.
+
+        Args:
+            n_perturb_samples: perturbations per input.
+            perturb: ``perturb(inputs) -> (perturbations, perturbed_inputs)``; default Gaussian.
+            noise_std: standard deviation of the default Gaussian perturbation.
+            normalize: rescale the attributions by the error-minimising beta first (captum's).
+            score: "logit" (the adapter's logits) or "probability".
+            seed: seed of the default perturbation.
+            batch_size: perturbed inputs per forward, or "auto".
+            progress: None (a bar on a terminal), False, True, or a callback(done, total).
         """
-        n = check_positive_int(n_perturb_samples, "n_perturb_samples", 10)
+        n = validate.positive_int("n_perturb_samples", n_perturb_samples, example=10)
+        noise_std = validate.number("noise_std", noise_std, low=0.0, example=0.1)
+        seed = validate.seed(seed)
         phi = attribution_maps(explanation, channels=True)
         x = np.asarray(explanation.inputs, dtype=np.float32)
         targets = explained_targets(explanation, model)

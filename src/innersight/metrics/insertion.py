@@ -20,7 +20,7 @@ __all__ = ["Insertion"]
 
 
 class Insertion(Metric):
-    """Area under the target score as pixels are revealed in attribution order (higher is better)."""
+    """Area under the target score as pixels are revealed in attribution order (higher: better)."""
 
     name = "insertion"
     summary = "Area under the target score as the most important pixels are revealed first."
@@ -44,15 +44,19 @@ class Insertion(Metric):
         batch_size: int | str = "auto",
         progress: ProgressArg = False,
     ) -> Evaluation:
-        """Args:
-        steps: points of the curve after the first (pixels come in ``steps`` equal shares).
-        baseline: the canvas pixels are revealed on: "blur" (a Gaussian blur of the image,
-            ``blur_sigma`` pixels, as RISE), "black" (0), "mean", a number or an array.
-        blur_sigma: the blur's standard deviation in pixels (baseline="blur").
-        score: "probability" (softmax of the logits, as RISE) or "logit".
-        absolute: rank pixels by |attribution| instead of by signed attribution.
-        batch_size: masked copies per forward, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal), False, True, or a callback(done, total).
+        """Reveal the pixels in attribution order and take the area under the score.
+
+        Args:
+            steps: points of the curve after the first (pixels come in ``steps`` equal shares).
+            baseline: the canvas pixels are revealed on: "blur" (a Gaussian blur of the image,
+                ``blur_sigma`` pixels, as RISE), "black" (alias "zeros": 0), "mean", a number,
+                or an array shaped like one input or like the batch
+                (:func:`innersight.core.resolve_baseline`).
+            blur_sigma: the blur's standard deviation in pixels (baseline="blur"), > 0.
+            score: "probability" (softmax of the logits, as RISE) or "logit".
+            absolute: rank pixels by |attribution| instead of by signed attribution.
+            batch_size: masked copies per forward, or "auto" (timed, within the memory budget).
+            progress: None (a bar on a terminal), False, True, or a callback(done, total).
         """
         return pixel_curve_evaluation(
             self,

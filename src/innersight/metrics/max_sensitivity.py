@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, hookimpl
+from innersight.core import InputError, ModelAdapter, hookimpl, validate
 from innersight.core.metric import (
     Evaluation,
     Metric,
@@ -30,7 +30,6 @@ from innersight.core.metric import (
     explain_again,
     explained_targets,
 )
-from innersight.metrics._common import check_positive_int
 
 __all__ = ["MaxSensitivity", "uniform_perturbation"]
 
@@ -69,16 +68,20 @@ class MaxSensitivity(Metric):
         perturb: Perturb | None = None,
         seed: int = 0,
     ) -> Evaluation:
-        """Args:
-        n_perturb_samples: perturbed copies per input.
-        perturb_radius: half-width of the default uniform noise (captum's default 0.02).
-        perturb: ``perturb(inputs) -> perturbed_inputs``; default uniform noise.
-        seed: seed of the default perturbation.
+        """Re-explain perturbed inputs and report the largest relative change of the map.
+
+        Args:
+            n_perturb_samples: perturbed copies per input.
+            perturb_radius: half-width of the default uniform noise (captum's default 0.02).
+            perturb: ``perturb(inputs) -> perturbed_inputs``; default uniform noise.
+            seed: seed of the default perturbation.
         """
-        n = check_positive_int(n_perturb_samples, "n_perturb_samples", 10)
+        n = validate.positive_int("n_perturb_samples", n_perturb_samples, example=10)
+        radius = validate.number("perturb_radius", perturb_radius, low=0.0, example=0.02)
+        seed = validate.seed(seed)
         x = np.asarray(explanation.inputs, dtype=np.float32)
         targets = explained_targets(explanation, model)
-        fn = perturb or uniform_perturbation(perturb_radius, seed)
+        fn = perturb or uniform_perturbation(radius, seed)
         moved = np.asarray(fn(np.repeat(x, n, axis=0)), dtype=np.float32)
         if moved.shape != (len(x) * n, *x.shape[1:]):
             raise InputError(
@@ -97,7 +100,7 @@ class MaxSensitivity(Metric):
             scores=scores,
             params={
                 "n_perturb_samples": n,
-                "perturb_radius": perturb_radius,
+                "perturb_radius": radius,
                 "perturb": "custom" if perturb else "uniform",
                 "seed": seed,
             },

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, hookimpl
+from innersight.core import InputError, ModelAdapter, hookimpl, validate
 from innersight.core.metric import (
     Curve,
     Evaluation,
@@ -31,7 +31,6 @@ from innersight.core.metric import (
     explain_again,
     explained_targets,
 )
-from innersight.metrics._common import check_choice
 from innersight.metrics._randomize import randomizer_for
 from innersight.metrics._similarity import normalised, spearman, ssim
 
@@ -56,7 +55,7 @@ def similarities(
 
 
 class ModelRandomization(Metric):
-    """Similarity of the maps to those of the model with its weights randomised (lower is better)."""
+    """Similarity of the maps to those of the model with randomised weights (lower is better)."""
 
     name = "randomization"
     summary = "Similarity of the maps once the model's layers are re-initialised, top down."
@@ -78,16 +77,19 @@ class ModelRandomization(Metric):
         absolute: bool = True,
         seed: int = 0,
     ) -> Evaluation:
-        """Args:
-        mode: "cascading" (top layer first, then keep going down) or "independent" (one layer
-            at a time, the others trained).
-        layers: the layers to randomise (default: every layer with weights), taken top down.
-        similarity: the score: "spearman" (rank correlation of |maps|) or "ssim".
-        absolute: compare |maps| (the paper's default) rather than signed maps.
-        seed: seed of the re-initialisations (layer i uses seed + i).
+        """Re-initialise the model's layers and compare the maps with the original ones.
+
+        Args:
+            mode: "cascading" (top layer first, then keep going down) or "independent" (one layer
+                at a time, the others trained).
+            layers: the layers to randomise (default: every layer with weights), taken top down.
+            similarity: the score: "spearman" (rank correlation of |maps|) or "ssim".
+            absolute: compare |maps| (the paper's default) rather than signed maps.
+            seed: seed of the re-initialisations (layer i uses seed + i).
         """
-        check_choice(mode, MODES, "mode")
-        check_choice(similarity, SIMILARITIES, "similarity")
+        validate.choice("mode", mode, MODES)
+        validate.choice("similarity", similarity, SIMILARITIES)
+        seed = validate.seed(seed)
         original = attribution_maps(explanation)
         targets = explained_targets(explanation, model)
         randomizer = randomizer_for(model)

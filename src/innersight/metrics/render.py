@@ -238,7 +238,7 @@ def render_evaluation(ev: Evaluation, *, width: int = 520, **options: Any) -> np
 
 
 def plot_evaluation(ev: Evaluation, ax: Any = None, **options: Any) -> Any:
-    """A matplotlib Figure: each curve's inputs (thin), mean (bold) and ± std band; or the scores."""
+    """A matplotlib Figure: each curve's inputs (thin), mean (bold) and ± std band; or scores."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:

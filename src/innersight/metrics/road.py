@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, ModelAdapter, ProgressArg, hookimpl
+from innersight.core import InputError, ModelAdapter, ProgressArg, hookimpl, validate
 from innersight.core.metric import Curve, Evaluation, Metric, attribution_maps, explained_targets
-from innersight.metrics._common import Scorer, check_choice, per_sample_bytes, run_batched
+from innersight.metrics._common import Scorer, per_sample_bytes, run_batched
 from innersight.metrics._imputation import impute
 from innersight.metrics._pixel_curves import pixel_ranks
 
@@ -57,18 +57,22 @@ class Road(Metric):
         batch_size: int | str = "auto",
         progress: ProgressArg = False,
     ) -> Evaluation:
-        """Args:
-        fractions: shares of the pixels removed, each in (0, 1).
-        order: "morf" (most relevant first; lower is better) or "lerf" (least relevant first;
-            higher is better).
-        noise: standard deviation of the noise added to imputed values (the paper's 0.01).
-        score: "probability" (softmax of the logits) or "logit".
-        absolute: rank pixels by |attribution| instead of by signed attribution.
-        seed: seed of the imputation noise.
-        batch_size: imputed images per forward, or "auto".
-        progress: None (a bar on a terminal), False, True, or a callback(done, total).
+        """Remove the top pixels, fill them by noisy imputation, and follow the score.
+
+        Args:
+            fractions: shares of the pixels removed, each in (0, 1).
+            order: "morf" (most relevant first; lower is better) or "lerf" (least relevant first;
+                higher is better).
+            noise: standard deviation of the noise added to imputed values (the paper's 0.01).
+            score: "probability" (softmax of the logits) or "logit".
+            absolute: rank pixels by |attribution| instead of by signed attribution.
+            seed: seed of the imputation noise.
+            batch_size: imputed images per forward, or "auto".
+            progress: None (a bar on a terminal), False, True, or a callback(done, total).
         """
-        check_choice(order, ORDERS, "order")
+        validate.choice("order", order, ORDERS)
+        noise = validate.number("noise", noise, low=0.0, example=0.01)
+        seed = validate.seed(seed)
         shares = _fractions(fractions)
         maps = attribution_maps(explanation, absolute=absolute)
         x = np.asarray(explanation.inputs, dtype=np.float32)
@@ -140,7 +144,8 @@ def _fractions(fractions: Sequence[float]) -> np.ndarray:
         raise InputError(f"fractions must be numbers in (0, 1), got {fractions!r}") from err
     if shares.size == 0 or np.any((shares <= 0) | (shares >= 1)):
         raise InputError(
-            f"fractions must be numbers in (0, 1), got {fractions!r}; e.g. fractions=(0.1, 0.5, 0.9)"
+            f"fractions must be numbers in (0, 1), got {fractions!r}; "
+            "pass e.g. fractions=(0.1, 0.5, 0.9)"
         )
     return np.sort(shares)
 

@@ -23,9 +23,9 @@ from innersight.core import (
     input_tap,
     is_dataset,
     is_input_tap,
+    shaped_layers,
 )
 from innersight.core.errors import did_you_mean, summarize_names
-from innersight.plugins._layers import ensure_shapes
 
 __all__ = [
     "Features",
@@ -136,7 +136,7 @@ def _resolve(
     model: ModelAdapter, layer: str | None, sample: np.ndarray
 ) -> tuple[str, str, tuple[int, ...], int]:
     """Layer name, how it was chosen, its output shape, and the bytes one sample's forward needs."""
-    infos = ensure_shapes(model, sample)  # torch learns which layers run, and their shapes
+    infos = shaped_layers(model, sample)  # torch learns which layers run, and their shapes
     names = [info.name for info in infos]
     if layer is not None:
         _check_layer(model, layer, names)

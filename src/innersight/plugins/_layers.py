@@ -13,15 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from innersight.core import LayerInfo, LayerNotFoundError, ModelAdapter
 
 __all__ = [
     "Choice",
     "describe",
     "display_name",
-    "ensure_shapes",
     "is_activation",
     "is_map",
     "is_normalisation",
@@ -137,18 +134,6 @@ def square_tokens(count: int) -> tuple[int, int] | None:
         if side >= 2 and side * side == count - skip:
             return skip, side
     return None
-
-
-def ensure_shapes(model: ModelAdapter, probe: np.ndarray) -> list[LayerInfo]:
-    """``model.layers()`` with output shapes: backends that learn them on a first pass (torch
-    without ``input_shape``) get one untapped forward of ``probe`` first (one input is
-    enough; the whole batch makes a bad batch's error name its real shape). A layer can keep
-    ``()`` after the pass (torch: a layout the adapter cannot tell); callers leave it out."""
-    infos = list(model.layers())
-    if not infos or all(tuple(info.output_shape) == () for info in infos):
-        model.forward(probe)
-        infos = list(model.layers())
-    return infos
 
 
 def display_name(model: ModelAdapter, info: LayerInfo) -> str:

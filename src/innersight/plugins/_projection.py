@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InnersightError, InputError
+from innersight.core import InnersightError, InputError, validate
 
 __all__ = [
     "METHODS",
@@ -69,17 +69,8 @@ def cpu_count() -> int:
 
 def check_method(method: Any, perplexity: Any, n: int | None) -> None:
     """Reject an unknown method, a bad perplexity or too few samples (``n=None``: not known yet)."""
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(
-            f"method={method!r} is unknown; use one of {', '.join(map(repr, METHODS))}"
-        )
-    if (
-        isinstance(perplexity, bool)
-        or not isinstance(perplexity, (int, float, np.integer, np.floating))
-        or not np.isfinite(perplexity)
-        or perplexity <= 0
-    ):
-        raise InputError(f"perplexity must be a positive number, got {perplexity!r}")
+    validate.choice("method", method, METHODS)
+    validate.number("perplexity", perplexity, low=0.0, low_open=True, example=30.0)
     if n is None:
         return
     if n < 3:

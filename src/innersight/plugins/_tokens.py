@@ -123,7 +123,7 @@ def _custom(
 def _is_tokens(info: LayerInfo) -> bool:
     """A (T, D) output with T >= 2 (pass-throughs are left to the caller)."""
     shape = tuple(info.output_shape)
-    return len(shape) == 2 and None not in shape and shape[0] >= 2
+    return len(shape) == 2 and shape[0] is not None and shape[1] is not None and shape[0] >= 2
 
 
 def refuse_odd_tokens(after: list[LayerInfo], reshape: ReshapeArg, spatial: list[str]) -> None:

@@ -22,10 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import Explanation, InputError, LayerInfo, ModelAdapter, Technique, hookimpl
+from innersight.core import (
+    Explanation,
+    InputError,
+    LayerInfo,
+    ModelAdapter,
+    Technique,
+    hookimpl,
+    shaped_layers,
+)
 from innersight.plugins._layers import (
     display_name,
-    ensure_shapes,
     is_activation,
     is_map,
     is_normalisation,
@@ -66,8 +73,8 @@ class Selection:
 
 def default_layers(model: ModelAdapter, inputs: np.ndarray) -> Selection:
     """The layers worth seeing (see the module docstring)."""
-    infos = ensure_shapes(model, inputs)
-    sel, named = Selection(), set()
+    infos = shaped_layers(model, inputs[:1])
+    sel, named = Selection(), set[str]()
     for i, info in enumerate(infos):
         if not info.is_spatial:
             continue
@@ -122,10 +129,12 @@ class ActivationGrid(Technique):
         *,
         layers: Sequence[str] | None = None,
     ) -> Explanation:
-        """Args:
-        layers: layer names to show; None (default) picks the spatial layers worth seeing
-            (stage and block outputs, convolutions after their activation; no Identity,
-            Dropout, padding or 1x1 maps), see ``meta["skipped"]``.
+        """Tap every channel of the chosen spatial layers in one forward pass.
+
+        Args:
+            layers: layer names to show; None (default) picks the spatial layers worth seeing
+                (stage and block outputs, convolutions after their activation; no Identity,
+                Dropout, padding or 1x1 maps), see ``meta["skipped"]``.
         """
         if isinstance(layers, str):
             layers = [layers]

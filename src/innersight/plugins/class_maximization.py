@@ -47,9 +47,9 @@ from innersight.core import (
     Technique,
     hookimpl,
     objectives,
+    validate,
 )
-from innersight.featurevis import AscentOptions, image_shape, l2_penalty, run_targets
-from innersight.featurevis.ascent import ValueRange, resolve_range
+from innersight.featurevis import AscentJob, ValueRange, l2_penalty
 from innersight.plugins._presets import first_classes, only_set, sample_image_size
 
 #: ``classes=None`` on a model with more outputs than this picks a bounded set (see above).
@@ -77,8 +77,20 @@ def default_classes(
     return np.arange(DEFAULT_CLASSES), rule
 
 
+def _chosen(
+    model: ModelAdapter, inputs: np.ndarray | None, classes: Any, probe: np.ndarray
+) -> tuple[np.ndarray, str, str | None]:
+    """The classes to maximise, the rule that chose them, and the note for the progress bar
+    (when a rule picked a bounded set on a large model)."""
+    count = int(np.prod(model.forward(probe).outputs.shape[1:]))
+    if classes is not None:
+        return _classes(classes, count), "given", None
+    chosen, rule = default_classes(model, inputs, count)
+    return chosen, rule, f"classes: {rule}" if count > DEFAULT_CLASSES else None
+
+
 def _classes(classes: Any, count: int) -> np.ndarray:
-    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+    if validate.is_int(classes):
         classes = [classes]
     arr = np.asarray(classes)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
@@ -147,97 +159,42 @@ class ClassMaximization(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
         snapshot_every: int | None = None,
     ) -> Explanation:
-        """Args:
-        inputs: optional example inputs (N, H, W, C): the technique makes its own images. It
-            reads from them the image size the model leaves open, the input range (see
-            ``value_range``) and, on a model with more than 10 classes, the default classes
-            (their top predictions). Pass ``init=`` to start from an image.
-        classes: class indices; None: every class of a model with at most 10 outputs, else the
-            top predicted class of each example input, else the first 10 (see
-            ``meta["classes_rule"]``).
-        steps: gradient steps.
-        lr: RMS change of each pixel per step, as a fraction of the input range (0.02).
-        l2: weight of the ``||u||^2`` penalty (0: none), ``u`` the image in units of the range;
-            see the module docstring.
-        size: (H, W) or (H, W, C) of the images; None: the model's input shape (the example
-            inputs' size on axes the model leaves open).
-        value_range: (low, high) input range the images are kept in; None: the range of the
-            example inputs (widened to 0..1, -1..1 or 0..255 when it fits in one), else 0..1
-            without clipping.
-        seed: seed of the starting noise and the random transforms (None: a fresh one).
-        init: "noise" (mid-range gray + 5 % noise) or an (H, W, C) image in input units.
-        jitter: largest random shift in pixels per step (0: none).
-        scale: (low, high) random zoom per step, e.g. (0.9, 1.1); None: none.
-        rotate: largest random rotation in degrees per step.
-        param: "fft" (default: decorrelated spectrum, smoother images) or "pixel".
-        batch_size: classes optimised together, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal or in Jupyter), True, False, or a
-            callback(done, total) counting class-steps.
-        snapshot_every: keep the images every this many steps in ``meta["frames"]`` (for
-            ``save("x.gif")``); None: no frames.
+        """Generate an image the model scores as each requested class.
+
+        Args:
+            inputs: optional example inputs (N, H, W, C): the technique makes its own images.
+                It reads from them the image size the model leaves open, the input range (see
+                ``value_range``) and, on a model with more than 10 classes, the default
+                classes (their top predictions). Pass ``init=`` to start from an image.
+            classes: class indices; None: every class of a model with at most 10 outputs, else
+                the top predicted class of each example input, else the first 10 (see
+                ``meta["classes_rule"]``).
+            l2: weight of the ``||u||^2`` penalty (0: none), ``u`` the image in units of the
+                range; see the module docstring.
+            steps, lr, size, value_range, seed, init, jitter, scale, rotate, param,
+                batch_size, progress, snapshot_every: the options of every maximization,
+                described in :class:`~innersight.featurevis.AscentJob` (``progress`` counts
+                class-steps, ``batch_size`` classes optimised together).
         """
-        opts = AscentOptions.check(
-            steps=steps,
-            lr=lr,
-            seed=seed,
-            init=init,
-            jitter=jitter,
-            scale=scale,
-            rotate=rotate,
-            param=param,
-            snapshot_every=snapshot_every,
-        )
-        l2 = _l2(l2)
-        vr = resolve_range(value_range, inputs)
-        shape = image_shape(model, size, opts.init, inputs)
-        probe = vr.from_unit(np.full((1, *shape), 0.5)).astype(np.float32)
-        count = int(np.prod(model.forward(probe).outputs.shape[1:]))
-        if classes is None:
-            chosen, rule = default_classes(model, inputs, count)
-        else:
-            chosen, rule = _classes(classes, count), "given"
-        result = run_targets(
+        l2 = validate.number("l2", l2, low=0.0, example=0.05)
+        job = AscentJob.prepare(model, inputs, locals())
+        chosen, rule, note = _chosen(model, inputs, classes, job.probe())
+        result = job.run(
             model,
             chosen,
             objectives.Logit,
-            opts,
-            shape,
-            penalty=l2_penalty(l2) if l2 > 0 else None,
-            batch_size=batch_size,
-            progress=progress,
             desc=self.name,
-            key=(self.name, model.backend, model.name, shape),
-            value_range=vr,
-            note=f"classes: {rule}" if classes is None and count > DEFAULT_CLASSES else None,
+            penalty=l2_penalty(l2) if l2 > 0 else None,
+            note=note,
         )
-        meta = _meta(model, result, chosen, l2, vr)
-        meta.update(classes_rule=rule, seed=opts.seed)
-        if opts.snapshot_every:
-            meta["frames"] = result.frames
+        meta = _meta(model, result, chosen, l2, job.value_range)
         return Explanation(
             technique=self.name,
             kind="image_set",
             values=result.images,
-            params={
-                "classes": chosen.tolist(),
-                "l2": l2,
-                "size": list(shape),
-                "value_range": vr.params(),
-                **opts.params(),
-            },
-            meta=meta,
+            params={"classes": chosen.tolist(), "l2": l2, **job.params()},
+            meta={**meta, "classes_rule": rule, **job.meta(result)},
         )
-
-
-def _l2(l2: Any) -> float:
-    if (
-        isinstance(l2, bool)
-        or not isinstance(l2, (int, float, np.floating, np.integer))
-        or not np.isfinite(l2)
-        or l2 < 0
-    ):
-        raise InputError(f"l2 must be a number >= 0 (0: no penalty), got {l2!r}")
-    return float(l2)
 
 
 def _meta(
@@ -255,7 +212,6 @@ def _meta(
         "probability": prob[rows, chosen].tolist(),
         "predicted": prob.argmax(axis=1).tolist(),
         "history": result.history.T,
-        "value_range": vr.source,
     }
 
 

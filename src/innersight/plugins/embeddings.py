@@ -46,6 +46,7 @@ from innersight.core import (
     PresetContext,
     Technique,
     hookimpl,
+    validate,
 )
 from innersight.core.batching import ProgressArg
 from innersight.plugins import _projection
@@ -93,23 +94,26 @@ class Embeddings(Technique):
         progress: ProgressArg = None,
         thumbnails: bool = False,
     ) -> Explanation:
-        """Args:
-        layer: layer whose output is embedded (or an input tap, "fc@input"); None: the input
-            of the final dense layer.
-        method: "pca" (scikit-learn) or "tsne" (openTSNE; scikit-learn's TSNE without it).
-        labels: one label per sample (colours, legend and meta["knn_accuracy"]); overrides the
-            y of a data set of (x, y) batches.
-        perplexity: t-SNE's effective number of neighbours; needs N >= 3 * perplexity + 1.
-        seed: seeds t-SNE, randomized PCA and the metrics' subsample.
-        batch_size: samples per forward, or "auto" (memory budget and timing).
-        progress: None (bar on a terminal), True, False, or a callback(done, total); counts
-            samples for arrays, batches for a data set (total 0 when it has no len()).
-        thumbnails: draw the inputs at their points when rendering (keeps a data set's inputs).
+        """Map the inputs (or a data set) to 2-D by PCA or t-SNE of one layer's features.
+
+        Args:
+            layer: layer whose output is embedded (or an input tap, "fc@input"); None: the
+                input of the final dense layer.
+            method: "pca" (scikit-learn) or "tsne" (openTSNE; scikit-learn's TSNE without it).
+            labels: one label per sample (colours, legend and meta["knn_accuracy"]);
+                overrides the y of a data set of (x, y) batches.
+            perplexity: t-SNE's effective number of neighbours; needs N >= 3 * perplexity + 1.
+            seed: seeds t-SNE, randomized PCA and the metrics' subsample (None: a fresh one,
+                recorded in ``meta["seed"]``).
+            batch_size: samples per forward, or "auto" (memory budget and timing).
+            progress: None (bar on a terminal), True, False, or a callback(done, total);
+                counts samples for arrays, batches for a data set (total 0 when it has no
+                len()).
+            thumbnails: draw the inputs at their points when rendering (keeps a data set's
+                inputs).
         """
         t0 = time.perf_counter()
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"seed must be an int, got {seed!r}")
-        seed = int(seed)
+        seed = validate.seed(seed)
         known_n = None
         if not is_dataset(inputs):
             inputs = as_array(model, inputs)
@@ -125,22 +129,7 @@ class Embeddings(Technique):
             progress=progress,
             keep_inputs=bool(thumbnails),
         )
-        label_arr = _check_features(feats, method, perplexity, labels)
-        t1 = time.perf_counter()
-        if method == "pca":
-            coords, meta = _projection.pca(feats.values, seed=seed)
-        else:
-            coords, meta = _projection.tsne(feats.values, perplexity=perplexity, seed=seed)
-            meta["perplexity"] = float(perplexity)
-        t2 = time.perf_counter()
-        meta.update(_projection.quality(feats.values, coords, label_arr, seed=seed))
-        meta.update(_describe(feats, method, seed, labels, label_arr))
-        meta["timings"] = {
-            "features": t1 - t0,
-            "embedding": t2 - t1,
-            "metrics": meta.pop("metrics_seconds"),
-        }
-        meta["seconds"] = time.perf_counter() - t0
+        coords, meta = _embed(feats, method, float(perplexity), seed, labels, t0)
         params = {"layer": feats.layer, "method": method, "perplexity": float(perplexity)}
         params.update(seed=seed, batch_size=batch_size, thumbnails=bool(thumbnails))
         return Explanation(
@@ -151,6 +140,29 @@ class Embeddings(Technique):
             params=params,
             meta=meta,
         )
+
+
+def _embed(
+    feats: Features, method: str, perplexity: float, seed: int, labels: Any, t0: float
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The 2-D coordinates of ``feats`` and the meta of the run (``t0``: when it began)."""
+    label_arr = _check_features(feats, method, perplexity, labels)
+    t1 = time.perf_counter()
+    if method == "pca":
+        coords, meta = _projection.pca(feats.values, seed=seed)
+    else:
+        coords, meta = _projection.tsne(feats.values, perplexity=perplexity, seed=seed)
+        meta["perplexity"] = perplexity
+    t2 = time.perf_counter()
+    meta.update(_projection.quality(feats.values, coords, label_arr, seed=seed))
+    meta.update(_describe(feats, method, seed, labels, label_arr))
+    meta["timings"] = {
+        "features": t1 - t0,
+        "embedding": t2 - t1,
+        "metrics": meta.pop("metrics_seconds"),
+    }
+    meta["seconds"] = time.perf_counter() - t0
+    return coords, meta
 
 
 def _check_features(

@@ -33,8 +33,10 @@ from innersight.core import (
     Technique,
     hookimpl,
     objectives,
+    shaped_layers,
+    validate,
 )
-from innersight.featurevis import AscentOptions, image_shape, resolve_range, run_targets
+from innersight.featurevis import AscentJob
 from innersight.plugins._presets import (
     first_channels,
     last_conv_output,
@@ -43,16 +45,10 @@ from innersight.plugins._presets import (
 )
 
 
-def _spatial_layers(model: ModelAdapter, probe: np.ndarray) -> list[str]:
-    names = [info.name for info in model.layers()]
-    acts = model.forward(probe, taps=names).activations
-    return [n for n in names if n in acts and np.ndim(acts[n]) == 4]
-
-
 def _filters(filters: Any, channels: int, layer: str) -> np.ndarray:
     if filters is None:
         return np.arange(channels)
-    if isinstance(filters, (int, np.integer)) and not isinstance(filters, bool):
+    if validate.is_int(filters):
         filters = [filters]
     arr = np.asarray(filters)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
@@ -70,7 +66,7 @@ def _crop(crop: Any, hw: tuple[int, ...], layer: str) -> int:
     most = (min(hw) - 1) // 2
     if crop is None:
         return min(2, most)
-    if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or not 0 <= crop <= most:
+    if not validate.is_int(crop) or not 0 <= crop <= most:
         raise InputError(
             f"crop={crop!r} does not fit layer {layer!r} ({hw[0]}x{hw[1]}); "
             f"use an int 0..{most}, or None (2, less on small maps)"
@@ -123,91 +119,59 @@ class FilterMaximization(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
         snapshot_every: int | None = None,
     ) -> Explanation:
-        """Args:
-        inputs: optional example inputs (N, H, W, C): the technique makes its own images. It
-            reads from them the image size the model leaves open and the input range (see
-            ``value_range``). Pass ``init=`` to start from an image.
-        layer: a layer with spatial (H, W, C) output.
-        filters: filter (channel) indices; None: every filter of the layer.
-        steps: gradient steps.
-        lr: RMS change of each pixel per step, as a fraction of the input range (0.05).
-        size: (H, W) or (H, W, C) of the images; None: the model's input shape (the example
-            inputs' size on axes the model leaves open).
-        value_range: (low, high) input range the images are kept in; None: the range of the
-            example inputs (widened to 0..1, -1..1 or 0..255 when it fits in one), else 0..1
-            without clipping.
-        seed: seed of the starting noise and the random transforms (None: a fresh one).
-        init: "noise" (mid-range gray + 5 % noise) or an (H, W, C) image in input units.
-        crop: border of the feature map left out of the mean; None: 2, less on maps under
-            8 pixels.
-        jitter: largest random shift in pixels per step (0: none).
-        scale: (low, high) random zoom per step, e.g. (0.9, 1.1); None: none.
-        rotate: largest random rotation in degrees per step.
-        param: "pixel" (optimise pixels) or "fft" (decorrelated spectrum, smoother images).
-        batch_size: filters optimised together, or "auto" (timed, within the memory budget).
-        progress: None (a bar on a terminal or in Jupyter), True, False, or a
-            callback(done, total) counting filter-steps.
-        snapshot_every: keep the images every this many steps in ``meta["frames"]`` (for
-            ``save("x.gif")``); None: no frames.
+        """Generate the input pattern that most excites each requested filter of ``layer``.
+
+        Args:
+            inputs: optional example inputs (N, H, W, C): the technique makes its own images.
+                It reads from them the image size the model leaves open and the input range
+                (see ``value_range``). Pass ``init=`` to start from an image.
+            layer: a layer with spatial (H, W, C) output.
+            filters: filter (channel) indices; None: every filter of the layer.
+            crop: border of the feature map left out of the mean; None: 2, less on maps under
+                8 pixels.
+            steps, lr, size, value_range, seed, init, jitter, scale, rotate, param,
+                batch_size, progress, snapshot_every: the options of every maximization,
+                described in :class:`~innersight.featurevis.AscentJob` (``progress`` counts
+                filter-steps, ``batch_size`` filters optimised together).
         """
-        opts = AscentOptions.check(
-            steps=steps,
-            lr=lr,
-            seed=seed,
-            init=init,
-            jitter=jitter,
-            scale=scale,
-            rotate=rotate,
-            param=param,
-            snapshot_every=snapshot_every,
-        )
         if not isinstance(layer, str):
             raise InputError(f"layer must be a layer name (str), got {type(layer).__name__}")
-        vr = resolve_range(value_range, inputs)
-        shape = image_shape(model, size, opts.init, inputs)
-        probe = vr.from_unit(np.full((1, *shape), 0.5)).astype(np.float32)
-        act = np.asarray(model.forward(probe, taps=[layer]).activations[layer])
-        if act.ndim != 4:
-            raise InputError(
-                f"layer {layer!r} has output shape {act.shape[1:]}, not a spatial (H, W, C) "
-                f"map; spatial layers: {', '.join(_spatial_layers(model, probe)) or 'none'}"
-            )
+        job = AscentJob.prepare(model, inputs, locals())
+        act = _activation(model, job.probe(), layer)
         chosen = _filters(filters, act.shape[-1], layer)
         crop = _crop(crop, act.shape[1:3], layer)
-        result = run_targets(
+        result = job.run(
             model,
             chosen,
             lambda idx: objectives.Channel(layer, idx, crop),
-            opts,
-            shape,
-            revive_relu=True,
-            batch_size=batch_size,
-            progress=progress,
             desc=self.name,
-            key=(self.name, model.backend, model.name, shape, layer),
-            value_range=vr,
+            key=(layer,),
+            revive_relu=True,
         )
-        meta = _meta(result, chosen, layer, vr.source)
-        meta["seed"] = opts.seed
-        if opts.snapshot_every:
-            meta["frames"] = result.frames
+        params = {"layer": layer, "filters": chosen.tolist(), "crop": int(crop)}
         return Explanation(
             technique=self.name,
             kind="image_set",
             values=result.images,
-            params={
-                "layer": layer,
-                "filters": chosen.tolist(),
-                "size": list(shape),
-                "crop": int(crop),
-                "value_range": vr.params(),
-                **opts.params(),
-            },
-            meta=meta,
+            params={**params, **job.params()},
+            meta={**_meta(result, chosen, layer), **job.meta(result)},
         )
 
 
-def _meta(result: Any, chosen: np.ndarray, layer: str, value_range: str) -> dict[str, Any]:
+def _activation(model: ModelAdapter, probe: np.ndarray, layer: str) -> np.ndarray:
+    """``layer``'s (1, h, w, C) activation of ``probe``; InputError naming the spatial layers
+    when it is not a map."""
+    act = np.asarray(model.forward(probe, taps=[layer]).activations[layer])
+    if act.ndim != 4:
+        spatial = [info.name for info in shaped_layers(model, probe) if info.is_spatial]
+        raise InputError(
+            f"layer {layer!r} has output shape {act.shape[1:]}, not a spatial (H, W, C) "
+            f"map; spatial layers: {', '.join(spatial) or 'none'}"
+        )
+    return act
+
+
+def _meta(result: Any, chosen: np.ndarray, layer: str) -> dict[str, Any]:
     """What the run did per filter: objectives, history, revived and stalled filters."""
     return {
         "layer": layer,
@@ -217,7 +181,6 @@ def _meta(result: Any, chosen: np.ndarray, layer: str, value_range: str) -> dict
         "history": result.history.T,
         "revived": chosen[result.revived > 0].tolist(),
         "stalled": chosen[result.stalled].tolist(),
-        "value_range": value_range,
     }
 
 

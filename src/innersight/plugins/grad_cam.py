@@ -36,12 +36,13 @@ from innersight.core import (
     hookimpl,
     objectives,
     resolve_target,
+    shaped_layers,
+    validate,
 )
 from innersight.plugins._layers import (
     Choice,
     describe,
     display_name,
-    ensure_shapes,
     is_map,
     is_padding,
     is_pass_through,
@@ -59,7 +60,7 @@ from innersight.plugins._tokens import (
 
 def spatial_infos(model: ModelAdapter, inputs: np.ndarray) -> list[Any]:
     """The layers with an (H, W, C) output, in execution order."""
-    return [info for info in ensure_shapes(model, inputs[:1]) if info.is_spatial]
+    return [info for info in shaped_layers(model, inputs[:1]) if info.is_spatial]
 
 
 def spatial_layers(model: ModelAdapter, inputs: np.ndarray) -> list[str]:
@@ -73,7 +74,7 @@ def default_layer(
     """The features the classifier reads: on a token model (token layers after the last map)
     the last token layer whose patch tokens receive gradient; else the last spatial tensor
     before the last global pooling, or without one the last with H, W > 1."""
-    infos = ensure_shapes(model, inputs[:1])
+    infos = shaped_layers(model, inputs[:1])
     real = [i for i, info in enumerate(infos) if info.is_spatial and _worth(info)]
     if reshape is not False:
         after = infos[real[-1] + 1 if real else 0 :]
@@ -196,29 +197,23 @@ class GradCAM(Technique):
         relu: bool = True,
         reshape: ReshapeArg = None,
     ) -> Explanation:
-        """Args:
-        layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
-            (default) picks the last spatial tensor with H, W > 1 (after its normalisation,
-            activation and skip-add), or on a token model the last token layer whose patch
-            tokens receive gradient; ``meta["layer_rule"]`` says which and why.
-        target: class per sample (an int, one int per sample, or None: the predicted class).
-        relu: keep only positive evidence (the paper); False gives the signed map.
-        reshape: tokens (N, T, D) to a grid (N, h, w, D): None (auto: a square number of
-            tokens, or a square plus one class token, which is dropped), True (tokens
-            required), False (a map required) or a callable applied to activations and
-            gradients.
+        """Weight the layer's activations by their pooled gradients for the target class.
+
+        Args:
+            layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
+                (default) picks the last spatial tensor with H, W > 1 (after its
+                normalisation, activation and skip-add), or on a token model the last token
+                layer whose patch tokens receive gradient; ``meta["layer_rule"]`` says which
+                and why.
+            target: class per sample (an int, one int per sample, or None: the predicted
+                class).
+            relu: keep only positive evidence (the paper); False gives the signed map.
+            reshape: tokens (N, T, D) to a grid (N, h, w, D): None (auto: a square number of
+                tokens, or a square plus one class token, which is dropped), True (tokens
+                required), False (a map required) or a callable applied to activations and
+                gradients.
         """
-        if inputs.ndim != 4:
-            raise InputError(
-                f"grad_cam explains images (N, H, W, C), got inputs of shape {inputs.shape}"
-            )
-        if not isinstance(relu, (bool, np.bool_)):
-            raise InputError(f"relu must be True or False, got {relu!r}")
-        check_reshape(reshape)
-        if layer is not None and not isinstance(layer, str):
-            raise InputError(
-                f"layer must be a layer name (str) or None, got {type(layer).__name__}"
-            )
+        relu = _check(inputs, layer, relu, reshape)
         targets = resolve_target(model, inputs, target)
         if layer is None:
             choice = default_layer(model, inputs, targets, reshape)
@@ -237,22 +232,18 @@ class GradCAM(Technique):
         cam = np.einsum("nhwc,nc->nhw", acts, weights)
         if relu:
             cam = np.maximum(cam, 0.0)
-        values = upsample_bilinear(cam, inputs.shape[1:3]).astype(np.float32)
+        meta = {"layer": choice.name, "layer_rule": choice.rule, "reshape": how}
+        meta.update(target=targets.tolist(), score=np.asarray(scores, np.float64).tolist())
+        meta.update(
+            cam=cam.astype(np.float32).tolist(), weights=weights.astype(np.float32).tolist()
+        )
         return Explanation(
             technique=self.name,
             kind="heatmap",
-            values=values,
+            values=upsample_bilinear(cam, inputs.shape[1:3]).astype(np.float32),
             inputs=inputs,
             params=_params(choice.name, targets, relu, reshape),
-            meta={
-                "layer": choice.name,
-                "layer_rule": choice.rule,
-                "reshape": how,
-                "target": targets.tolist(),
-                "score": np.asarray(scores, np.float64).tolist(),
-                "cam": cam.astype(np.float32).tolist(),
-                "weights": weights.astype(np.float32).tolist(),
-            },
+            meta=meta,
         )
 
     @staticmethod
@@ -265,6 +256,19 @@ class GradCAM(Technique):
             f"Spatial layers: {', '.join(names) or 'none'}"
             + (f"; leave layer=None to use the last one, {names[-1]!r}" if names else "")
         )
+
+
+def _check(inputs: np.ndarray, layer: Any, relu: Any, reshape: Any) -> bool:
+    """Images, a layer name or None, a boolean ``relu`` (returned) and a valid ``reshape``."""
+    if inputs.ndim != 4:
+        raise InputError(
+            f"grad_cam explains images (N, H, W, C), got inputs of shape {inputs.shape}"
+        )
+    relu = validate.boolean("relu", relu)
+    check_reshape(reshape)
+    if layer is not None and not isinstance(layer, str):
+        raise InputError(f"layer must be a layer name (str) or None, got {type(layer).__name__}")
+    return relu
 
 
 def _params(layer: str, targets: np.ndarray, relu: Any, reshape: ReshapeArg) -> dict[str, Any]:

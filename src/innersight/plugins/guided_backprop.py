@@ -77,8 +77,11 @@ class GuidedBackprop(Technique):
         *,
         target: int | list[int] | None = None,
     ) -> Explanation:
-        """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        """Backpropagate the target's score with every ReLU passing only positive gradients.
+
+        Args:
+            target: class per sample (an int, one int per sample, or None: the predicted
+                class).
         """
         targets = resolve_target(model, inputs, target)
         scores, grads = model.value_and_grad(inputs, objectives.Logit(targets), relu="guided")

@@ -37,8 +37,8 @@ float64 in a fixed order, so the batch size does not change the result.
 
 from __future__ import annotations
 
-import numbers
 import warnings
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -56,7 +56,9 @@ from innersight.core import (
     check_reduction,
     hookimpl,
     objectives,
+    resolve_baseline,
     resolve_target,
+    validate,
 )
 from innersight.core import reduce_channels as reduce_channels_of
 
@@ -64,14 +66,7 @@ BaselineArg = Union[float, str, np.ndarray]
 METHODS = ("adaptive", "riemann_trapezoid", "riemann_midpoint", "gauss_legendre")
 REDUCTIONS = ("sum", "mean", None)
 DEFAULT_TOLERANCE, DEFAULT_MAX_STEPS, DEFAULT_MAX_ROUNDS = 0.01, 1000, 30
-BASELINES = ("mean", "blur")
 STEEP_START = 100.0  # |slope at alpha=0| / |score difference| beyond which the baseline is blamed
-
-
-def _int_at_least(value: Any, least: int, what: str, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise InputError(f"{what} must be an int >= {least}, got {value!r}; pass e.g. {example}")
-    return int(value)
 
 
 def trapezoid_weights(nodes: np.ndarray) -> np.ndarray:
@@ -97,71 +92,6 @@ def fixed_rule(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         nodes, weights = (nodes + 1) / 2, weights / 2
     return np.r_[0.0, 1.0, nodes], np.r_[0.0, 0.0, weights]
-
-
-def resolve_baseline(baseline: Any, inputs: np.ndarray) -> np.ndarray:
-    """The (N, ...) float32 baseline: a number, "mean" (each image's mean colour), "blur" (each
-    image blurred, see :func:`gaussian_blur`) or an array shaped like one input or like the
-    whole batch."""
-    if isinstance(baseline, str):
-        if baseline not in BASELINES:
-            raise InputError(
-                f"baseline={baseline!r} is unknown; pass a number (e.g. 0.0), 'mean' (each "
-                "image's mean colour), 'blur' (each image blurred) or an array shaped like one "
-                "input"
-            )
-        if baseline == "blur":
-            return gaussian_blur(inputs).astype(np.float32)
-        axes = tuple(range(1, inputs.ndim - 1)) or (1,)
-        mean = inputs.mean(axis=axes, keepdims=True, dtype=np.float64)
-        return np.broadcast_to(mean, inputs.shape).astype(np.float32)
-    try:
-        if isinstance(baseline, bool):
-            raise TypeError
-        arr = np.asarray(baseline, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise InputError(
-            f"baseline must be a number, 'mean' or an array shaped like one input, got "
-            f"{type(baseline).__name__}"
-        ) from err
-    if arr.ndim == 0 or arr.shape == inputs.shape[1:]:
-        arr = np.broadcast_to(arr, inputs.shape)
-    elif arr.shape != inputs.shape:
-        raise InputError(
-            f"baseline has shape {arr.shape}; expected one input's shape {inputs.shape[1:]} or one "
-            f"per input {inputs.shape}, or pass a number or 'mean'"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise InputError("baseline contains NaN or Inf values; pass finite numbers")
-    return np.array(arr, dtype=np.float32)
-
-
-def gaussian_blur(images: np.ndarray, sigma: float | None = None) -> np.ndarray:
-    """Images (N, H, W, C) blurred by a Gaussian of ``sigma`` pixels (default: a tenth of the
-    larger side, at least 1), separably, with reflected borders (Sturmfels et al., 2020,
-    *Visualizing the Impact of Feature Attribution Baselines*, Distill: the "blurred" baseline).
-    """
-    if images.ndim != 4:
-        raise InputError(
-            f"baseline='blur' blurs images (N, H, W, C), got inputs of shape {images.shape}; "
-            "pass a number, 'mean' or an array"
-        )
-    sigma = float(sigma or max(1.0, max(images.shape[1:3]) / 10))
-    out = images.astype(np.float64)
-    for axis in (1, 2):
-        size = out.shape[axis]
-        radius = min(int(3 * sigma + 0.5), size - 1)
-        if radius < 1:
-            continue
-        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-        taps /= taps.sum()
-        pad = [(0, 0)] * 4
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="reflect")
-        out = sum(
-            w * np.take(padded, np.arange(k, k + size), axis=axis) for k, w in enumerate(taps)
-        )
-    return np.asarray(out)
 
 
 class _Path:
@@ -340,35 +270,76 @@ def convergence_warning(
     return head + f"; {more}, or use another baseline (baseline='blur' or 'mean')"
 
 
-def _check_method(
-    method: Any, steps: Any, tolerance: Any, max_steps: Any, max_rounds: Any = None
-) -> tuple[int, float | None, int | None, int | None]:
-    if method not in METHODS:
-        raise InputError(f"method={method!r} is unknown; use one of {', '.join(METHODS)}")
-    steps = _int_at_least(steps, 1 if method in METHODS[2:] else 2, "steps", "steps=50")
-    if method != "adaptive":
-        if tolerance is not None or max_steps is not None or max_rounds is not None:
-            raise InputError(
-                "tolerance, max_steps and max_rounds apply to method='adaptive' only, got "
-                f"method={method!r}; drop them or use method='adaptive'"
-            )
-        return steps, None, None, None
-    if tolerance is None:
-        tolerance = DEFAULT_TOLERANCE
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, numbers.Real)
-        or not (0 < tolerance < 1)
-    ):
-        raise InputError(
-            f"tolerance must be a number between 0 and 1 (the completeness error allowed, "
-            f"relative to |score(x) - score(baseline)|), got {tolerance!r}; pass e.g. 0.01"
+@dataclass(frozen=True)
+class Quadrature:
+    """A validated quadrature: ``method``, ``steps`` and, for "adaptive", its budget."""
+
+    method: str
+    steps: int
+    tolerance: float | None = None
+    max_steps: int | None = None
+    max_rounds: int | None = None
+
+    @classmethod
+    def check(
+        cls, method: Any, steps: Any, tolerance: Any, max_steps: Any, max_rounds: Any = None
+    ) -> Quadrature:
+        """The quadrature of these parameters; InputError saying what to pass otherwise."""
+        validate.choice("method", method, METHODS)
+        steps = _at_least("steps", steps, 1 if method in METHODS[2:] else 2, example=50)
+        if method != "adaptive":
+            if tolerance is not None or max_steps is not None or max_rounds is not None:
+                raise InputError(
+                    "tolerance, max_steps and max_rounds apply to method='adaptive' only, got "
+                    f"method={method!r}; drop them or use method='adaptive'"
+                )
+            return cls(method, steps)
+        tolerance = validate.number(
+            "tolerance",
+            DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+            example=DEFAULT_TOLERANCE,
         )
-    max_steps = max(DEFAULT_MAX_STEPS, steps) if max_steps is None else max_steps
-    max_steps = _int_at_least(max_steps, steps, "max_steps", f"max_steps={max(1000, steps)}")
-    rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
-    rounds = _int_at_least(rounds, 0, "max_rounds", "max_rounds=60")
-    return steps, float(tolerance), max_steps, rounds
+        most = max(DEFAULT_MAX_STEPS, steps)
+        max_steps = _at_least("max_steps", most if max_steps is None else max_steps, steps, most)
+        rounds = DEFAULT_MAX_ROUNDS if max_rounds is None else max_rounds
+        rounds = validate.non_negative_int("max_rounds", rounds, example=60)
+        return cls(method, steps, tolerance, max_steps, rounds)
+
+    def params(self) -> dict[str, Any]:
+        """The record for ``Explanation.params``."""
+        return {
+            "steps": self.steps,
+            "method": self.method,
+            "tolerance": self.tolerance,
+            "max_steps": self.max_steps,
+            "max_rounds": self.max_rounds,
+        }
+
+
+def _at_least(name: str, value: Any, least: int, example: int) -> int:
+    """A positive int (:func:`innersight.core.validate.positive_int`) of at least ``least``."""
+    value = validate.positive_int(name, value, example=example)
+    if value < least:
+        raise InputError(
+            f"{name} must be at least {least}, got {value}; pass e.g. {name}={example}"
+        )
+    return value
+
+
+def integrate(path: _Path, rule: Quadrature, meta: dict[str, Any]) -> np.ndarray:
+    """Sum the gradients of ``rule``'s nodes into ``path.total``, fill ``meta``; returns the
+    (N, 2) scores at the baseline and at the input."""
+    if rule.method == "adaptive":
+        budget = (float(rule.tolerance or 0), int(rule.max_steps or 0), int(rule.max_rounds or 0))
+        return _run_adaptive(path, rule.steps, budget, meta)
+    nodes, weights = fixed_rule(rule.method, rule.steps)
+    n, k = len(path.inputs), len(nodes)
+    f, _ = path.run(np.repeat(np.arange(n), k), np.tile(nodes, n), np.tile(weights, n))
+    return np.asarray(f.reshape(n, k)[:, :2])
 
 
 class IntegratedGradients(Technique):
@@ -399,63 +370,46 @@ class IntegratedGradients(Technique):
         progress: ProgressArg = None,
         reduce_channels: str | None = None,
     ) -> Explanation:
-        """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
-        baseline: a number (a constant image; default 0.0, black), "mean" (each image's mean
-            colour), "blur" (each image blurred), or an array shaped like one input or like
-            the batch.
-        steps: points on the path (for "adaptive": the starting grid).
-        method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint" or
-            "gauss_legendre" (see the module docstring).
-        tolerance: "adaptive" only: completeness error allowed, relative to
-            |score(x) - score(baseline)| (default 0.01).
-        max_steps: "adaptive" only: most points per sample (default 1000).
-        max_rounds: "adaptive" only: most refinement rounds, each halving the intervals that
-            miss (default 30: intervals down to 2**-30 of the first grid's spacing).
-        batch_size: path points per gradient call, or "auto" (timed, under the memory budget).
-        progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
-        reduce_channels: None (default, keep (N, H, W, C)), "sum" (keeps completeness) or
-            "mean".
+        """Integrate the gradients of the target's score from ``baseline`` to each input.
+
+        Args:
+            target: class per sample (an int, one int per sample, or None: the predicted
+                class).
+            baseline: a number (a constant image; default 0.0, black), "zeros" (alias
+                "black"), "mean" (each image's mean colour), "blur" (each image blurred), or
+                an array shaped like one input or like the batch (one baseline per input);
+                see :func:`innersight.core.baselines.resolve_baseline`.
+            steps: points on the path (for "adaptive": the starting grid).
+            method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint" or
+                "gauss_legendre" (see the module docstring).
+            tolerance: "adaptive" only: completeness error allowed, relative to
+                |score(x) - score(baseline)| (default 0.01).
+            max_steps: "adaptive" only: most points per sample (default 1000).
+            max_rounds: "adaptive" only: most refinement rounds, each halving the intervals
+                that miss (default 30: intervals down to 2**-30 of the first grid's spacing).
+            batch_size: path points per gradient call, or "auto" (timed, under the memory
+                budget).
+            progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
+            reduce_channels: None (default, keep (N, H, W, C)), "sum" (keeps completeness) or
+                "mean".
         """
-        steps, tolerance, max_steps, max_rounds = _check_method(
-            method, steps, tolerance, max_steps, max_rounds
-        )
+        rule = Quadrature.check(method, steps, tolerance, max_steps, max_rounds)
         check_reduction(reduce_channels, REDUCTIONS)
         base = resolve_baseline(baseline, inputs)
         targets = resolve_target(model, inputs, target)
         options = {"batch_size": batch_size, "progress": progress, "desc": self.name}
         path = _Path(model, inputs, base, targets, options)
         meta: dict[str, Any] = {"target": targets.tolist()}
-        if method == "adaptive":
-            budget = (float(tolerance or 0), int(max_steps or 0), int(max_rounds or 0))
-            ends = _run_adaptive(path, steps, budget, meta)
-        else:
-            nodes, weights = fixed_rule(method, steps)
-            n, k = len(inputs), len(nodes)
-            f, _ = path.run(np.repeat(np.arange(n), k), np.tile(nodes, n), np.tile(weights, n))
-            ends = f.reshape(n, k)[:, :2]
+        ends = integrate(path, rule, meta)
         attributions = path.delta * path.total
-        meta.update(
-            score=ends[:, 1].tolist(),
-            baseline_score=ends[:, 0].tolist(),
-            completeness=_completeness(attributions, ends[:, 1] - ends[:, 0]),
-            gradient_evaluations=path.evaluations,
-        )
+        meta.update(_scores(ends, attributions), gradient_evaluations=path.evaluations)
+        params = {"target": targets.tolist(), "baseline": baseline, **rule.params()}
         return Explanation(
             technique=self.name,
             kind="heatmap",
             values=reduce_channels_of(attributions.astype(np.float32), reduce_channels),
             inputs=inputs,
-            params={
-                "target": targets.tolist(),
-                "baseline": baseline,
-                "steps": steps,
-                "method": method,
-                "tolerance": tolerance,
-                "max_steps": max_steps,
-                "max_rounds": max_rounds,
-                "reduce_channels": reduce_channels,
-            },
+            params={**params, "reduce_channels": reduce_channels},
             meta=meta,
         )
 
@@ -474,8 +428,18 @@ def _run_adaptive(
     meta["steep_interval"] = [None if ok else list(steepest(g)) for g, ok in zip(grids, converged)]
     if not all(converged):
         message = convergence_warning(grids, tolerance, max_steps, max_rounds)
-        warnings.warn(message, InnersightWarning, stacklevel=3)
+        warnings.warn(message, InnersightWarning, stacklevel=4)
     return np.array([[g.f[0], g.f[-1]] for g in grids])
+
+
+def _scores(ends: np.ndarray, attributions: np.ndarray) -> dict[str, Any]:
+    """``score`` and ``baseline_score`` per sample (``ends``: (N, 2) scores at the baseline and
+    at the input) and the ``completeness`` of the attributions."""
+    return {
+        "score": ends[:, 1].tolist(),
+        "baseline_score": ends[:, 0].tolist(),
+        "completeness": _completeness(attributions, ends[:, 1] - ends[:, 0]),
+    }
 
 
 def _completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict[str, float]]:

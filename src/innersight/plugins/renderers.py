@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from innersight.core import InputError, Renderer, hookimpl
+from innersight.core import InputError, Renderer, hookimpl, validate
 from innersight.core.render import as_rgb, colorize, deprocess, tile, to_uint8, upscale
 from innersight.core.render import normalise as normalise_maps
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from innersight.core import Explanation
 
 MIN_SIDE = 96  # small maps are upscaled (nearest) so a rendering is legible
+MIN_HEIGHT = 64  # the smallest max_height (pixels) a layer grid accepts
 TITLE, GAP = 14, 8  # layer grids: the height of a title or note line, the gap between grids
 
 
@@ -197,8 +198,12 @@ class LayerGridRenderer(Renderer):
         n = len(values[names[0]])
         if not 0 <= index < n:
             raise InputError(f"index={index} is out of range for {n} samples")
-        if isinstance(max_height, bool) or not isinstance(max_height, int) or max_height < 64:
-            raise InputError(f"max_height must be an int >= 64 (pixels), got {max_height!r}")
+        max_height = validate.positive_int("max_height", max_height, example=4096)
+        if max_height < MIN_HEIGHT:
+            raise InputError(
+                f"max_height must be at least {MIN_HEIGHT} (pixels), got {max_height}; "
+                "pass e.g. max_height=4096"
+            )
         shapes = {name: tuple(np.shape(values[name])[1:]) for name in names}
         rows, left_out = plan_grids(shapes, per_row, max_height)
         aliases = explanation.meta.get("aliases") or {}

@@ -36,9 +36,13 @@ class Saliency(Technique):
         target: int | list[int] | None = None,
         reduce_channels: str | None = "max",
     ) -> Explanation:
-        """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
-        reduce_channels: "max" (default, Simonyan et al.), "mean", or None to keep (N, H, W, C).
+        """Take the absolute gradient of the target's score w.r.t. each input pixel.
+
+        Args:
+            target: class per sample (an int, one int per sample, or None: the predicted
+                class).
+            reduce_channels: "max" (default, Simonyan et al.), "mean", or None to keep
+                (N, H, W, C).
         """
         check_reduction(reduce_channels, REDUCTIONS)
         targets = resolve_target(model, inputs, target)

@@ -16,7 +16,6 @@ size, and the sums are accumulated in float64 in a fixed order.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,6 @@ import numpy as np
 from innersight.core import (
     BatchPlanner,
     Explanation,
-    InputError,
     ModelAdapter,
     PresetContext,
     ProgressArg,
@@ -34,42 +32,12 @@ from innersight.core import (
     hookimpl,
     objectives,
     resolve_target,
+    validate,
 )
 from innersight.core import reduce_channels as reduce_channels_of
 from innersight.plugins._presets import only_set
 
 REDUCTIONS = ("max", "mean", None)
-
-
-def _check_noise(noise: Any) -> float:
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not np.isfinite(noise):
-        raise InputError(
-            f"noise must be a number (the noise std as a fraction of each image's max-min "
-            f"range), got {noise!r}; pass e.g. noise=0.15"
-        )
-    if noise < 0:
-        raise InputError(
-            f"noise must be >= 0 (a fraction of each image's max-min range), got {noise!r}; "
-            "pass e.g. noise=0.15, or noise=0 for plain saliency"
-        )
-    return float(noise)
-
-
-def _check_samples(samples: Any) -> int:
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-        raise InputError(
-            f"samples must be a positive int (noisy copies per image), got {samples!r}; "
-            "pass e.g. samples=25"
-        )
-    return int(samples)
-
-
-def _check_seed(seed: Any) -> int:
-    if seed is None:  # fresh entropy, recorded in meta so the run can be repeated
-        return int(np.random.SeedSequence().entropy)  # type: ignore[arg-type]
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise InputError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed)
 
 
 class SmoothGrad(Technique):
@@ -99,56 +67,32 @@ class SmoothGrad(Technique):
         batch_size: int | str = "auto",
         progress: ProgressArg = None,
     ) -> Explanation:
-        """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class of
-            the clean input).
-        noise: noise standard deviation as a fraction of each image's max-min range (the
-            paper finds 0.1-0.2 best); 0 gives plain saliency.
-        samples: noisy copies per image.
-        seed: seed of the noise; None draws one (recorded in ``meta["seed"]``).
-        magnitude: False averages ``|gradient|``; True averages ``gradient ** 2``.
-        reduce_channels: "max" (default, as saliency), "mean", or None to keep (N, H, W, C).
-        batch_size: copies per gradient call, or "auto" (timed, under the memory budget).
-        progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
+        """Average saliency maps over ``samples`` noisy copies of each input.
+
+        Args:
+            target: class per sample (an int, one int per sample, or None: the predicted class
+                of the clean input).
+            noise: noise standard deviation as a fraction of each image's max-min range (the
+                paper finds 0.1-0.2 best); 0 gives plain saliency.
+            samples: noisy copies per image.
+            seed: seed of the noise; None draws one (recorded in ``meta["seed"]``).
+            magnitude: False averages ``|gradient|``; True averages ``gradient ** 2``.
+            reduce_channels: "max" (default, as saliency), "mean", or None to keep
+                (N, H, W, C).
+            batch_size: copies per gradient call, or "auto" (timed, under the memory budget).
+            progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
         """
-        noise, samples, seed = _check_noise(noise), _check_samples(samples), _check_seed(seed)
-        if not isinstance(magnitude, (bool, np.bool_)):
-            raise InputError(f"magnitude must be True or False, got {magnitude!r}")
+        noise = validate.number("noise", noise, low=0.0, example=0.15)
+        samples = validate.positive_int("samples", samples, example=25)
+        seed = validate.seed(seed)
+        magnitude = validate.boolean("magnitude", magnitude)
         check_reduction(reduce_channels, REDUCTIONS)
         targets = resolve_target(model, inputs, target)
-        n = len(inputs)
-        flat = inputs.reshape(n, -1).astype(np.float64)
+        flat = inputs.reshape(len(inputs), -1).astype(np.float64)
         sigma = noise * (flat.max(axis=1) - flat.min(axis=1))
-        total = np.zeros(inputs.shape, dtype=np.float64)
-
-        def run(start: int, stop: int) -> np.ndarray:
-            items = np.arange(start, stop)
-            owner = items // samples
-            batch = inputs[owner].copy()
-            for row, (i, k) in enumerate(zip(owner, items % samples)):
-                if sigma[i] > 0:
-                    rng = np.random.default_rng([seed, int(i), int(k)])
-                    batch[row] += (sigma[i] * rng.standard_normal(inputs.shape[1:])).astype(
-                        np.float32
-                    )
-            scores, grads = model.value_and_grad(batch, objectives.Logit(targets[owner]))
-            grads = np.asarray(grads, dtype=np.float32)
-            maps = np.square(grads, dtype=np.float64) if magnitude else np.abs(grads)
-            for row, i in enumerate(owner):  # item order, whatever the chunking
-                total[i] += maps[row]
-            return np.asarray(scores, dtype=np.float64)
-
-        layer_shapes = [info.output_shape for info in model.layers()]
-        scores = BatchPlanner().map(
-            run,
-            n * samples,
-            per_sample=bytes_per_sample(inputs.shape[1:], layer_shapes, grads=True),
-            batch_size=batch_size,
-            key=("value_and_grad", model.backend, model.name, inputs.shape[1:]),
-            progress=progress,
-            desc=self.name,
-        )
-        values = reduce_channels_of((total / samples).astype(np.float32), reduce_channels)
+        noisy = _NoisyGradients(model, inputs, targets, sigma, samples, seed, magnitude)
+        scores = noisy.run(batch_size, progress, self.name)
+        values = reduce_channels_of((noisy.total / samples).astype(np.float32), reduce_channels)
         return Explanation(
             technique=self.name,
             kind="heatmap",
@@ -159,15 +103,70 @@ class SmoothGrad(Technique):
                 "noise": noise,
                 "samples": samples,
                 "seed": seed,
-                "magnitude": bool(magnitude),
+                "magnitude": magnitude,
                 "reduce_channels": reduce_channels,
             },
             meta={
                 "target": targets.tolist(),
                 "seed": seed,
                 "sigma": sigma.tolist(),
-                "noisy_score_mean": scores.reshape(n, samples).mean(axis=1).tolist(),
+                "noisy_score_mean": scores.reshape(len(inputs), samples).mean(axis=1).tolist(),
             },
+        )
+
+
+class _NoisyGradients:
+    """Gradient maps of the ``N * samples`` noisy copies, summed per input into ``total``."""
+
+    def __init__(
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        sigma: np.ndarray,
+        samples: int,
+        seed: int,
+        magnitude: bool,
+    ) -> None:
+        self.model, self.inputs, self.targets, self.sigma = model, inputs, targets, sigma
+        self.samples, self.seed, self.magnitude = samples, seed, magnitude
+        self.total = np.zeros(inputs.shape, dtype=np.float64)
+
+    def copies(self, items: np.ndarray) -> np.ndarray:
+        """The noisy copies ``items`` (copy ``k`` of input ``i`` is item ``i * samples + k``)."""
+        owner = items // self.samples
+        batch = self.inputs[owner].copy()
+        for row, (i, k) in enumerate(zip(owner, items % self.samples)):
+            if self.sigma[i] > 0:
+                rng = np.random.default_rng([self.seed, int(i), int(k)])
+                noise = self.sigma[i] * rng.standard_normal(self.inputs.shape[1:])
+                batch[row] += noise.astype(np.float32)
+        return batch
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        """Add the maps of items ``start:stop`` to ``total``; returns their scores."""
+        items = np.arange(start, stop)
+        owner = items // self.samples
+        objective = objectives.Logit(self.targets[owner])
+        scores, grads = self.model.value_and_grad(self.copies(items), objective)
+        grads = np.asarray(grads, dtype=np.float32)
+        maps = np.square(grads, dtype=np.float64) if self.magnitude else np.abs(grads)
+        for row, i in enumerate(owner):  # item order, whatever the chunking
+            self.total[i] += maps[row]
+        return np.asarray(scores, dtype=np.float64)
+
+    def run(self, batch_size: int | str, progress: ProgressArg, desc: str) -> np.ndarray:
+        """Every copy, chunked under the memory budget; the (N * samples,) noisy scores."""
+        model, shape = self.model, self.inputs.shape[1:]
+        layer_shapes = [info.output_shape for info in model.layers()]
+        return BatchPlanner().map(
+            self.chunk,
+            len(self.inputs) * self.samples,
+            per_sample=bytes_per_sample(shape, layer_shapes, grads=True),
+            batch_size=batch_size,
+            key=("value_and_grad", model.backend, model.name, shape),
+            progress=progress,
+            desc=desc,
         )
 
 

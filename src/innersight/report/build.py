@@ -6,6 +6,7 @@ import datetime
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,16 +24,15 @@ from innersight.core.adapter import ModelAdapter
 from innersight.core.batching import Progress, ProgressArg
 from innersight.core.errors import InputError, did_you_mean
 from innersight.core.manager import get_plugin_manager
+from innersight.core.presets import PresetContext
 from innersight.core.technique import Technique, to_jsonable
-from innersight.report.defaults import ORDER, Context, report_params, uses_dataset
 from innersight.report.faithfulness import check_metrics, evaluate_models
 from innersight.report.figures import explanation_figures, facts, input_figures
+from innersight.report.presets import in_order, preset_context, preset_params, skip_for_capabilities
 from innersight.report.records import ERROR, OK, SKIPPED, Report, Run, Section
 from innersight.report.summary import accuracy, class_name, predict, summarize
 
 __all__ = ["build_report"]
-
-Dataset = tuple[Any, Any]
 
 
 def build_report(
@@ -60,15 +60,17 @@ def build_report(
             several models side by side in every section (e.g. a torch model and its Keras twin).
         inputs: a channels-last batch (N, H, W, C) to explain (shown with each model's top-3
             predictions); None runs only techniques that make their own images.
-        techniques: names to run, in this order; None runs every registered technique.
+        techniques: names to run, in this order; None runs every registered technique, in
+            section order (``technique.order``, then the name).
         labels: the true class of each input (an index into ``class_names``, or a name).
         input_names: a caption per input (e.g. its file name); default ``#0``, ``#1``, ...
         class_names: one display name per model output.
-        dataset: a labelled data set ``(x, y)`` (or just ``x``): embeddings explain it, and each
-            model's accuracy on it is shown. Techniques that need it are skipped without it.
+        dataset: a labelled data set ``(x, y)`` (or just ``x``): the techniques that explain a
+            data set (``accepts_datasets``, e.g. embeddings) get it instead of ``inputs``, and
+            each model's accuracy on it is shown. Those techniques are skipped without it.
         params: per-technique parameters, ``{"occlusion": {"window": 4}}``; they override the
-            report's quick defaults (see :mod:`innersight.report.defaults`).
-        seed: passed to every technique that takes a ``seed``; recorded in the report.
+            techniques' ``"report"`` presets (see :meth:`innersight.core.Technique.presets`).
+        seed: passed to every technique (a common parameter); recorded in the report.
         progress: None (a bar on a terminal), True, False, or ``callback(done, total)`` per run.
         title: the report's title.
         runs: data-set runs (:class:`innersight.DatasetRun`) to summarise: counts, failures,
@@ -89,64 +91,13 @@ def build_report(
     chosen = _techniques(techniques)
     user_params = _check_params(params, chosen)
     metric_names = check_metrics(metrics) if evaluate else ()
-    x = (
-        {key: prepare_inputs(a, inputs) for key, a in adapters.items()}
-        if inputs is not None
-        else {}
-    )
-    n = len(next(iter(x.values()))) if x else 0
-    label_names = _labels(labels, n, class_names)
-    data_x, data_y = _dataset(dataset)
-    report = Report(
-        title=title or "innersight report: " + ", ".join(adapters),
-        models=[],
-        inputs=[],
-        labels=label_names,
-        predictions={},
-        sections=[],
-        versions={},
-        seed=int(seed),
-        seconds=0.0,
-        created=datetime.datetime.now().isoformat(timespec="seconds"),
-        dataset_size=0 if data_x is None else len(data_x),
-    )
-    contexts = {}
-    for key, adapter in adapters.items():
-        probe = x.get(key) if x else data_x
-        summary = summarize(key, adapter, probe)
-        num_classes = None
-        if x:
-            report.predictions[key], num_classes = predict(adapter, x[key], class_names)
-        if data_x is not None and data_y is not None:
-            summary.accuracy = accuracy(adapter, data_x, data_y)
-            summary.accuracy_on = len(data_x)
-        report.models.append(summary)
-        report.versions.update(versions(adapter.backend))
-        contexts[key] = Context(
-            summary.layers,
-            summary.input_shape,
-            num_classes,
-            int(seed),
-            _named(data_y, class_names),
-            _input_size(x.get(key) if x else data_x),
-        )
-    if x:
-        first = next(iter(x.values()))
-        report.inputs = input_figures(first, _input_names(input_names, n))
+    data = _Data.of(adapters, inputs, dataset)
+    report = _empty_report(title, adapters, _labels(labels, data.n, class_names), seed, data)
+    contexts = _describe_models(report, adapters, data, class_names)
     report.versions["platform"] = platform.platform()
-    with Progress(len(chosen) * len(adapters), "report", progress) as bar:
-        for tech in chosen:
-            section = Section(
-                tech.name, tech.summary, str(get_plugin_manager().provider(tech.name))
-            )
-            for key, adapter in adapters.items():
-                inputs_k = x.get(key)
-                run = _run(
-                    tech, key, adapter, inputs_k, (data_x, data_y), contexts[key], user_params
-                )
-                section.runs.append(run)
-                bar.update(1)
-            report.sections.append(section)
+    if data.x:
+        report.inputs = input_figures(data.first(), _input_names(input_names, data.n))
+    report.sections = _sections(chosen, adapters, data, contexts, user_params, progress)
     if evaluate:
         report.faithfulness = evaluate_models(
             adapters,
@@ -164,48 +115,134 @@ def build_report(
     return report
 
 
-def _run(
-    tech: Technique,
-    key: str,
-    adapter: ModelAdapter,
-    x: np.ndarray | None,
-    dataset: Dataset,
-    ctx: Context,
+@dataclass
+class _Data:
+    """What the techniques of a report explain: each model's inputs and the labelled data set."""
+
+    x: dict[str, np.ndarray]  # model key -> that model's validated inputs ({} without inputs)
+    data_x: np.ndarray | None
+    data_y: np.ndarray | None
+
+    @classmethod
+    def of(cls, adapters: Mapping[str, ModelAdapter], inputs: Any, dataset: Any) -> _Data:
+        x = {} if inputs is None else {k: prepare_inputs(a, inputs) for k, a in adapters.items()}
+        return cls(x, *_dataset(dataset))
+
+    @property
+    def n(self) -> int:
+        return len(self.first()) if self.x else 0
+
+    def first(self) -> np.ndarray:
+        return next(iter(self.x.values()))
+
+    def sample(self, key: str) -> np.ndarray | None:
+        """What model ``key``'s presets and layer table are probed with."""
+        return self.x.get(key) if self.x else self.data_x
+
+
+def _empty_report(
+    title: str | None,
+    adapters: Mapping[str, ModelAdapter],
+    labels: list[Any],
+    seed: int,
+    data: _Data,
+) -> Report:
+    return Report(
+        title=title or "innersight report: " + ", ".join(adapters),
+        models=[],
+        inputs=[],
+        labels=labels,
+        predictions={},
+        sections=[],
+        versions={},
+        seed=int(seed),
+        seconds=0.0,
+        created=datetime.datetime.now().isoformat(timespec="seconds"),
+        dataset_size=0 if data.data_x is None else len(data.data_x),
+    )
+
+
+def _describe_models(
+    report: Report,
+    adapters: Mapping[str, ModelAdapter],
+    data: _Data,
+    class_names: Sequence[str] | None,
+) -> dict[str, PresetContext]:
+    """Fill in each model's summary, predictions and versions; return its preset context."""
+    contexts = {}
+    for key, adapter in adapters.items():
+        summary = summarize(key, adapter, data.sample(key))
+        if data.x:
+            report.predictions[key], _ = predict(adapter, data.x[key], class_names)
+        if data.data_x is not None and data.data_y is not None:
+            summary.accuracy = accuracy(adapter, data.data_x, data.data_y)
+            summary.accuracy_on = len(data.data_x)
+        report.models.append(summary)
+        report.versions.update(versions(adapter.backend))
+        contexts[key] = preset_context(
+            "report",
+            adapter,
+            data.sample(key),
+            seed=report.seed,
+            labels=_named(data.data_y, class_names),
+        )
+    return contexts
+
+
+def _sections(
+    chosen: Sequence[Technique],
+    adapters: Mapping[str, ModelAdapter],
+    data: _Data,
+    contexts: Mapping[str, PresetContext],
     user_params: Mapping[str, Mapping[str, Any]],
+    progress: ProgressArg,
+) -> list[Section]:
+    """One section per technique, one run per model in each."""
+    sections = []
+    with Progress(len(chosen) * len(adapters), "report", progress) as bar:
+        for tech in chosen:
+            provider = str(get_plugin_manager().provider(tech.name))
+            section = Section(tech.name, tech.summary, provider)
+            for key, adapter in adapters.items():
+                params = preset_params(tech, contexts[key], user_params.get(tech.name))
+                section.runs.append(_run(tech, key, adapter, data, params))
+                bar.update(1)
+            sections.append(section)
+    return sections
+
+
+def _inputs_for(tech: Technique, key: str, data: _Data) -> tuple[Any, str]:
+    """``(what tech explains on model key, "")``, or ``(None, why it cannot run)``."""
+    if tech.accepts_datasets:
+        if data.data_x is None:
+            return None, (
+                f"{tech.name} explains a labelled data set and the report was given none "
+                "(build_report(..., dataset=(x, y)))"
+            )
+        return data.data_x, ""
+    if not tech.needs_inputs:
+        return None, ""
+    if not data.x:
+        return None, f"{tech.name} explains inputs and the report was given none"
+    return data.x[key], ""
+
+
+def _run(
+    tech: Technique, key: str, adapter: ModelAdapter, data: _Data, params: dict[str, Any]
 ) -> Run:
     """One technique on one model; never raises for the technique's own failures."""
     run = Run(model=key, technique=tech.name, status=SKIPPED)
-    have = {str(c) for c in adapter.capabilities}
-    missing = sorted(str(c) for c in tech.requires if str(c) not in have)
-    data_x, data_y = dataset
-    if missing:
-        run.message = (
-            f"skipped: {tech.name} needs {', '.join(missing)}, which the {adapter.backend} "
-            f"adapter for {adapter.name} does not provide"
-        )
+    inputs, why = _inputs_for(tech, key, data)
+    why = skip_for_capabilities(tech, adapter) or why
+    if why:
+        run.message = f"skipped: {why}"
         return run
-    if uses_dataset(tech):
-        if data_x is None:
-            run.message = (
-                f"skipped: {tech.name} explains a labelled data set and the report was given "
-                "none (build_report(..., dataset=(x, y)))"
-            )
-            return run
-        inputs = data_x
-    elif tech.needs_inputs:
-        if x is None:
-            run.message = f"skipped: {tech.name} explains inputs and the report was given none"
-            return run
-        inputs = x
-    else:
-        inputs = None
-    params = report_params(tech, ctx, user_params.get(tech.name))
-    run.params = _shown(params)
+    run.params = _shown(tech, params)
     t0 = time.perf_counter()
     try:
         ex = explain(tech.name, adapter, inputs, **params)
-        if uses_dataset(tech) and data_y is not None:
-            ex.meta.setdefault("labels", np.asarray(data_y))
+        if tech.accepts_datasets and data.data_y is not None:
+            ex.meta.setdefault("labels", np.asarray(data.data_y))
         run.seconds = float(ex.meta.get("seconds", time.perf_counter() - t0))
         run.figures, run.details = explanation_figures(ex)
     except Exception as err:  # a broken technique must not take the report down
@@ -213,13 +250,15 @@ def _run(
         run.message = f"{type(err).__name__}: {err}"
         return run
     run.status, run.explanation, run.facts = OK, ex, facts(ex)
-    run.params = _shown({**params, **ex.params})  # what the technique says it ran with wins
+    run.params = _shown(tech, {**params, **ex.params})  # what the technique says it ran with
     return run
 
 
-def _shown(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters as the report shows them: plain values, without the progress switch."""
-    return {str(k): to_jsonable(v) for k, v in params.items() if k != "progress"}
+def _shown(tech: Technique, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as the report shows them: plain values, without the progress switch and
+    without common parameters the technique does not take (a seed it has no use for)."""
+    own = tech.own_parameters(params)
+    return {str(k): to_jsonable(v) for k, v in own.items() if k != "progress"}
 
 
 def _adapters(model: Any) -> dict[str, ModelAdapter]:
@@ -233,9 +272,7 @@ def _adapters(model: Any) -> dict[str, ModelAdapter]:
 
 def _techniques(names: Sequence[str] | None) -> list[Technique]:
     if names is None:
-        registry = techniques()
-        rank = {name: i for i, name in enumerate(ORDER)}
-        return [registry[n] for n in sorted(registry, key=lambda n: (rank.get(n, len(ORDER)), n))]
+        return in_order(techniques().values())
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -285,11 +322,6 @@ def _named(y: np.ndarray | None, class_names: Sequence[str] | None) -> np.ndarra
     if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
         return y
     return np.asarray([str(class_names[int(v)]) for v in y])
-
-
-def _input_size(x: np.ndarray | None) -> tuple[int, ...] | None:
-    """The size of one input, ``(H, W, C)``, for models whose declared shape has a None."""
-    return None if x is None else tuple(int(d) for d in x.shape[1:])
 
 
 def _input_names(names: Sequence[str] | None, n: int) -> list[str]:

@@ -151,7 +151,7 @@ def _map_figure(run: DatasetRun) -> list[Any]:
         seen += len(batch["x"])
     meta = {"labels": labels} if labelled else {}
     ex = Explanation(
-        "embeddings",
+        run.technique,
         "embedding",
         np.stack([xs, ys], axis=1),
         None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Iterable
 
 from innersight.core.technique import to_jsonable
@@ -28,7 +27,7 @@ from innersight.report.records import (
 )
 from innersight.report.style import CSS
 
-__all__ = ["anchor", "esc", "render_report"]
+__all__ = ["esc", "render_report"]
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _MAX_VALUE = 160
@@ -37,11 +36,6 @@ _MAX_VALUE = 160
 def esc(value: object) -> str:
     """Text -> HTML-safe text (``<``, ``>``, ``&`` and both quotes escaped)."""
     return html.escape(str(value), quote=True)
-
-
-def anchor(technique: str) -> str:
-    """The id of a technique's section: ``technique-<name>``, unsafe characters replaced."""
-    return "technique-" + re.sub(r"[^A-Za-z0-9_-]+", "-", technique)
 
 
 def fmt(value: object) -> str:
@@ -121,7 +115,7 @@ def _header(report: Report) -> str:
         badge = (
             "" if states == {OK} else f' <span class="badge">{esc("/".join(sorted(states)))}</span>'
         )
-        links.append(f'<a href="#{esc(anchor(sec.technique))}">{esc(sec.technique)}</a>{badge}')
+        links.append(f'<a href="#{esc(sec.anchor)}">{esc(sec.technique)}</a>{badge}')
     if report.faithfulness:
         links.append(f'<a href="#{ANCHOR}">Faithfulness</a>')
     links.append('<a href="#environment">Environment</a>')
@@ -229,7 +223,7 @@ def _prediction(pred: Prediction, label: str | None) -> str:
 def _section(sec: Section) -> str:
     runs = "".join(_run(run) for run in sec.runs)
     return (
-        f'<section id="{esc(anchor(sec.technique))}" class="technique">'
+        f'<section id="{esc(sec.anchor)}" class="technique">'
         f"<h2>{esc(sec.technique)}</h2><p>{esc(sec.summary)}</p>"
         f'<p class="meta">from {esc(sec.provider)}</p><div class="grid">{runs}</div></section>'
     )

@@ -8,6 +8,7 @@ report can be written many times (or shown in Jupyter) for free.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,9 +113,8 @@ class Section:
 
     @property
     def anchor(self) -> str:
-        from innersight.report.html import anchor
-
-        return anchor(self.technique)
+        """The id of the section in the HTML: ``technique-<name>``, unsafe characters replaced."""
+        return "technique-" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.technique)
 
 
 @dataclass
