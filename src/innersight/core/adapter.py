@@ -37,6 +37,7 @@ __all__ = [
     "check_input_array",
     "input_tap",
     "is_input_tap",
+    "layer_gradient_adapter",
     "missing_capabilities",
     "require_capabilities",
     "shaped_layers",
@@ -448,6 +449,20 @@ def require_capabilities(what: str, requires: Iterable[Any], adapter: Any) -> No
     message = capability_message(what, requires, adapter)
     if message is not None:
         raise CapabilityError(message)
+
+
+def layer_gradient_adapter(
+    model: ModelAdapter, what: str = "this technique"
+) -> LayerGradientAdapter:
+    """``model`` typed as a :class:`LayerGradientAdapter`; CapabilityError when it does not
+    implement ``layer_value_and_grad`` (techniques that require ``layer_gradients`` use it)."""
+    if not isinstance(model, LayerGradientAdapter):
+        raise CapabilityError(
+            f"{what} needs layer_gradients, which the {getattr(model, 'backend', '?')} adapter "
+            f"for {getattr(model, 'name', '?')} does not provide (no layer_value_and_grad); "
+            "pick a technique that needs only forward passes or input gradients"
+        )
+    return model
 
 
 def shaped_layers(model: ModelAdapter, probe: Any) -> list[LayerInfo]:

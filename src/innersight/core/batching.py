@@ -3,8 +3,9 @@
 Perturbation and optimisation techniques run many forwards. They hand their work to
 :meth:`BatchPlanner.map`, which splits it into chunks that fit the memory budget and, with
 ``batch_size="auto"``, picks the fastest chunk size by timing the first real chunks (no extra
-forwards are spent on probing) and remembers the answer per model and input shape. On CPUs
-bigger batches are not always faster, so no fixed size is right for every model.
+forwards are spent on probing: each candidate size runs twice, and its second, warm call is
+timed) and remembers the answer per model and input shape. On CPUs bigger batches are not
+always faster, so no fixed size is right for every model.
 """
 
 from __future__ import annotations
@@ -117,39 +118,37 @@ class BatchPlanner:
         ``fn`` must return an array whose first axis has ``stop - start`` entries.
         """
         cap = self.fit(per_sample)
-        chosen = self._fixed_size(batch_size, cap)
-        if chosen is None:
-            chosen = self._lookup(key)
-        chosen = None if chosen is None else min(chosen, cap)
-        # Probe with real work: the first chunk warms up (tracing, allocation) untimed, then
-        # each candidate size is timed once and the fastest per item serves the rest.
-        trial = [] if chosen else [c for c in self.candidates if c <= cap] or [cap]
-        trial = trial[:1] + trial
-        timings: dict[int, float] = {}
+        chosen = self._fixed_size(batch_size, cap) or self._lookup(key)
+        probe = None if chosen else _Probe([c for c in self.candidates if c <= cap] or [cap])
+        size = min(chosen or cap, cap)
         results: list[np.ndarray] = []
         start = 0
         with Progress(total, desc, progress) as bar:
             while start < total:
-                if chosen is None and not trial:
-                    chosen = min(timings, key=timings.__getitem__) if timings else cap
-                    self._store(key, chosen)
-                size = chosen if chosen is not None else trial.pop(0)
-                stop = min(total, start + size)
-                t0 = time.perf_counter()
-                out = np.asarray(fn(start, stop))
-                elapsed = time.perf_counter() - t0
-                if out.shape[:1] != (stop - start,):
-                    raise RuntimeError(
-                        f"batch function returned {out.shape} for {stop - start} items"
-                    )
-                if chosen is None and results and stop - start == size:
-                    timings[size] = elapsed / size
-                results.append(out)
+                if probe is not None and probe.done:
+                    size, probe = probe.best(), None
+                    self._store(key, size)
+                stop = min(total, start + (size if probe is None else probe.size))
+                results.append(self._chunk(fn, start, stop, probe))
                 bar.update(stop - start)
                 start = stop
-        if chosen is None and timings:
-            self._store(key, min(timings, key=timings.__getitem__))
+        if probe is not None and probe.timings:
+            self._store(key, probe.best())
         return np.concatenate(results, axis=0)
+
+    @staticmethod
+    def _chunk(
+        fn: Callable[[int, int], np.ndarray], start: int, stop: int, probe: _Probe | None
+    ) -> np.ndarray:
+        """``fn(start, stop)``, checked, timed for the probe when one is running."""
+        t0 = time.perf_counter()
+        out = np.asarray(fn(start, stop))
+        elapsed = time.perf_counter() - t0
+        if out.shape[:1] != (stop - start,):
+            raise RuntimeError(f"batch function returned {out.shape} for {stop - start} items")
+        if probe is not None:
+            probe.record(stop - start, elapsed)
+        return out
 
     @staticmethod
     def _fixed_size(batch_size: int | str, cap: int) -> int | None:
@@ -187,6 +186,52 @@ class BatchPlanner:
     def clear_cache(cls) -> None:
         with cls._lock:
             cls._cache.clear()
+
+
+class _Probe:
+    """Times candidate chunk sizes with the real work: each size runs twice and only the
+    second, warm call counts (the first call of a new batch shape pays for oneDNN primitive
+    creation, tracing and first-touch allocations: timing it favoured whichever size came
+    first). Sizes go in ascending order; probing stops at the first size that is
+    :attr:`SLOWER` times slower per item than the best so far (per-item time is U-shaped in
+    the batch size on CPUs: past the best it only grows), which spares the largest, slowest
+    sizes where small batches win (a plain process without malloc tunables)."""
+
+    #: A size this much slower per item than the best so far ends the probing.
+    SLOWER = 1.3
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = sorted(set(sizes))
+        self.timings: dict[int, float] = {}  # size -> seconds per item, warm
+        self._runs = 0  # calls of the current size so far
+
+    @property
+    def done(self) -> bool:
+        return not self.sizes
+
+    @property
+    def size(self) -> int:
+        return self.sizes[0]
+
+    def record(self, items: int, seconds: float) -> None:
+        """One chunk of ``items`` took ``seconds``; a short last chunk teaches nothing."""
+        if self.done or items != self.size:
+            return
+        self._runs += 1
+        if self._runs < 2:  # the warm-up call of this size
+            return
+        per_item = seconds / items
+        self.timings[self.size] = per_item
+        self._runs = 0
+        self.sizes.pop(0)
+        if per_item > self.SLOWER * min(self.timings.values()):
+            self.sizes.clear()
+
+    def best(self) -> int:
+        """The fastest size per item (ties: the larger); the first size when none was timed."""
+        if not self.timings:
+            return self.sizes[0] if self.sizes else 1
+        return min(self.timings, key=lambda s: (self.timings[s], -s))
 
 
 class Progress:

@@ -35,8 +35,8 @@ def innersight_register_techniques() -> Iterable[Technique]:
         from innersight.core import Explanation, Technique, hookimpl, objectives
 
         class InputTimesGradient(Technique):
-            name = "input_x_gradient"
-            summary = "Input times the gradient of the target score."
+            name = "my_input_x_gradient"
+            summary = "Input times the gradient of the target score, summed over channels."
             requires = frozenset({"input_gradients"})
 
             def explain(self, model, inputs, *, target=None):

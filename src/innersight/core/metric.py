@@ -59,7 +59,12 @@ class Metric:
     reference: ClassVar[str] = ""
     kinds: ClassVar[frozenset[str]] = frozenset({"heatmap"})
 
-    def evaluate(self, model: ModelAdapter, explanation: Explanation, **params: Any) -> Evaluation:
+    # Declared with ``*args``/``**params`` so that subclasses' keyword-only signatures are valid
+    # overrides (as Technique.explain).
+    def evaluate(
+        self, model: ModelAdapter, explanation: Explanation, /, *args: Any, **params: Any
+    ) -> Evaluation:
+        """Score ``explanation`` of ``model``: one score per input, in an Evaluation."""
         raise NotImplementedError
 
     def parameters(self) -> dict[str, inspect.Parameter]:

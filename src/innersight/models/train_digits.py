@@ -38,7 +38,7 @@ def train(
                 net(torch.from_numpy(xb)), torch.from_numpy(split.y_train[idx])
             )
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         sched.step()
     return weights_from_torch(DIGITS_SPEC, net.eval())
@@ -74,7 +74,7 @@ def main() -> None:
     t0 = time.perf_counter()
     weights = train(args.seed, args.epochs)
     print(f"trained in {time.perf_counter() - t0:.1f} s")
-    np.savez_compressed(args.out, **weights)
+    np.savez_compressed(args.out, **weights)  # type: ignore[arg-type]
     for backend in ("torch", "keras"):
         print(f"{backend} test accuracy: {accuracy(backend, weights):.4f}")
     print(f"wrote {args.out}")

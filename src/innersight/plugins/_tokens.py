@@ -22,7 +22,14 @@ from typing import Any, Union
 
 import numpy as np
 
-from innersight.core import InnersightError, InputError, LayerInfo, ModelAdapter, objectives
+from innersight.core import (
+    InnersightError,
+    InputError,
+    LayerInfo,
+    ModelAdapter,
+    layer_gradient_adapter,
+    objectives,
+)
 from innersight.plugins._layers import (
     Choice,
     describe,
@@ -164,7 +171,9 @@ def token_choice(
     empty: list[str] = []
     objective = objectives.Logit(targets[:1])
     for info in list(reversed(tokens))[:MAX_PROBES]:
-        _, acts, grads = model.layer_value_and_grad(inputs[:1], objective, info.name)
+        _, acts, grads = layer_gradient_adapter(model).layer_value_and_grad(
+            inputs[:1], objective, info.name
+        )
         grid = as_grid(np.asarray(acts, np.float64), np.asarray(grads, np.float64), reshape, "")
         if grid is None or not np.any(grid[1]):
             empty.append(info.name)

@@ -34,6 +34,7 @@ from innersight.core import (
     ModelAdapter,
     Technique,
     hookimpl,
+    layer_gradient_adapter,
     objectives,
     resolve_target,
     shaped_layers,
@@ -219,7 +220,7 @@ class GradCAM(Technique):
             choice = default_layer(model, inputs, targets, reshape)
         else:
             choice = Choice(layer, layer, "given")
-        scores, acts, grads = model.layer_value_and_grad(
+        scores, acts, grads = layer_gradient_adapter(model, "grad_cam").layer_value_and_grad(
             inputs, objectives.Logit(targets), choice.tap
         )
         grid = as_grid(

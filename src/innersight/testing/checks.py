@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from innersight.core import missing_capabilities
-from innersight.core.objectives import Channel, Logit, Neuron, Objective
+from innersight.core.objectives import Channel, Custom, Logit, Neuron, Objective
 
 __all__ = [
     "ConformanceError",
@@ -205,6 +205,8 @@ def default_objectives(
 
 
 def _map_index(objective: Objective, fn: Callable[[np.ndarray], Any]) -> Objective:
+    if isinstance(objective, Custom):  # no per-sample indices: the same function for any rows
+        return objective
     index = objective.index
     if isinstance(objective, Neuron) and isinstance(index, tuple):
         return objective
@@ -216,7 +218,7 @@ def _map_index(objective: Objective, fn: Callable[[np.ndarray], Any]) -> Objecti
         return Logit(new)
     if isinstance(objective, Channel):
         return Channel(objective.layer, new, crop=objective.crop)
-    return Neuron(objective.layer, new)
+    return Neuron(objective.layer, new)  # the remaining case: a Neuron with flat indices
 
 
 def subset_objective(objective: Objective, rows: Iterable[int] | slice) -> Objective:
@@ -232,6 +234,8 @@ def tile_objective(objective: Objective, reps: int) -> Objective:
 
 def describe(objective: Objective) -> str:
     """Short readable form of an objective for messages."""
+    if isinstance(objective, Custom):
+        return f"Custom({objective.name!r})"
     index = objective.index
     idx = index if isinstance(index, tuple) else np.asarray(index).tolist()
     if isinstance(objective, Logit):
