@@ -25,6 +25,7 @@ import numpy as np
 import torch  # before TensorFlow: the other order can crash on some builds
 
 import innersight as ins
+from innersight.plugins.grad_cam import upsample_bilinear
 from innersight.core.render import colorize, normalise, png_bytes, tile, to_uint8, upscale
 from innersight.models import digits_cnn, digits_data, torch_name
 from innersight.models.architectures import DIGITS_SPEC
@@ -310,6 +311,40 @@ def lime(ctx: Context) -> np.ndarray:
     return _perturbation_maps(ctx, "lime", seed=0)
 
 
+def _layer_maps(ctx: Context, technique: str, **params: Any) -> np.ndarray:
+    maps = []
+    for layer in ("relu2", "relu3", "pool3"):
+        ex = ins.explain(technique, ctx.torch, ctx.x, layer=layer, **params)
+        summed = ex.values.astype(np.float64).sum(axis=-1)
+        maps.append((f"layer={layer!r}", upsample_bilinear(summed, ctx.x.shape[1:3]), True))
+    return columns(ctx.x, maps)
+
+
+def layer_gradient_x_activation(ctx: Context) -> np.ndarray:
+    return _layer_maps(ctx, "layer_gradient_x_activation", target=ctx.y)
+
+
+def layer_conductance(ctx: Context) -> np.ndarray:
+    return _layer_maps(ctx, "layer_conductance", target=ctx.y, progress=False)
+
+
+def _neuron_maps(ctx: Context, technique: str, **params: Any) -> np.ndarray:
+    maps = []
+    for layer in ("relu2", "relu3", "pool3"):
+        ex = ins.explain(technique, ctx.torch, ctx.x, layer=layer, **params)
+        h, w, c = ex.meta["neuron"][0]
+        maps.append((f"{layer} ({h}, {w}, {c})", ex.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def neuron_gradient(ctx: Context) -> np.ndarray:
+    return _neuron_maps(ctx, "neuron_gradient")
+
+
+def neuron_integrated_gradients(ctx: Context) -> np.ndarray:
+    return _neuron_maps(ctx, "neuron_integrated_gradients", progress=False)
+
+
 PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
     f.__name__: f
     for f in (
@@ -335,6 +370,10 @@ PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
         feature_ablation,
         kernel_shap,
         lime,
+        layer_gradient_x_activation,
+        layer_conductance,
+        neuron_gradient,
+        neuron_integrated_gradients,
     )
 }
 

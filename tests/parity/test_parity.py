@@ -65,6 +65,10 @@ TOLERANCES: dict[str, Tolerance] = {
     "feature_ablation": Tolerance(rel_l2=1e-4),
     "kernel_shap": Tolerance(rel_l2=1e-4),
     "lime": Tolerance(rel_l2=1e-4),
+    "layer_gradient_x_activation": Tolerance(rel_l2=1e-4),
+    "layer_conductance": Tolerance(rel_l2=1e-4),
+    "neuron_gradient": Tolerance(rel_l2=1e-4),
+    "neuron_integrated_gradients": Tolerance(rel_l2=1e-4),
 }
 
 FAST = {
@@ -80,6 +84,8 @@ FAST = {
     "kernel_shap": {"grid": 4, "n_samples": 128, "batch_size": 64},
     "lime": {"grid": 4, "n_samples": 128, "batch_size": 64},
     "feature_ablation": {"grid": 4, "batch_size": 64},
+    "layer_conductance": {"steps": 8, "batch_size": 64},
+    "neuron_integrated_gradients": {"steps": 8, "batch_size": 64},
 }
 #: The layer filter maximization explores, in model A's names (B's comes from port.layer_map).
 LAST_CONV = {"seed": "conv4", "digits": "relu3"}

@@ -16,6 +16,7 @@ __all__ = [
     "InnersightWarning",
     "InputError",
     "LayerNotFoundError",
+    "MissingDependencyError",
     "ObjectiveError",
     "PluginConflictError",
     "PluginError",
@@ -59,6 +60,11 @@ class BackendNotFoundError(InnersightError):
 
 class CapabilityError(InnersightError):
     """The adapter lacks a capability that a technique or option requires."""
+
+
+class MissingDependencyError(InnersightError, ImportError):
+    """An optional package that a technique needs is not installed (the message names the
+    ``pip install`` that adds it)."""
 
 
 class LayerNotFoundError(InnersightError, KeyError):

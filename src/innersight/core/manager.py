@@ -90,6 +90,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.feature_ablation",
     "innersight.plugins.kernel_shap",
     "innersight.plugins.lime",
+    "innersight.plugins.layer_attribution_renderer",
+    "innersight.plugins.layer_gradient_x_activation",
+    "innersight.plugins.layer_conductance",
+    "innersight.plugins.neuron_gradient",
+    "innersight.plugins.neuron_integrated_gradients",
     *BUILTIN_METRICS,
 )
 

@@ -84,7 +84,7 @@ class Prepared:
 
 
 def _need_pyarrow() -> None:
-    from innersight.plugins._projection import MissingDependencyError
+    from innersight.core import MissingDependencyError
 
     try:
         import pyarrow  # noqa: F401

@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError, validate
-from innersight.plugins._projection import MissingDependencyError
+from innersight.core import InputError, MissingDependencyError, validate
 
 __all__ = ["IMAGE_MASKS", "VECTOR_MASKS", "Masks", "grid_labels", "resolve_masks"]
 

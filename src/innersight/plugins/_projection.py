@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InnersightError, InputError, validate
+from innersight.core import InputError, MissingDependencyError, validate
 
 __all__ = [
     "METHODS",
@@ -41,10 +41,6 @@ METRIC_SAMPLES = 5000  # trustworthiness is O(N^2) in memory: 5,000 points take 
 NEIGHBOURS = 5
 FFT_FROM = 10_000  # openTSNE's own switch from Barnes-Hut to the FFT-interpolated gradient
 EXTRA = "pip install 'innersight[embeddings]'"
-
-
-class MissingDependencyError(InnersightError, ImportError):
-    """An optional package that a technique needs is not installed."""
 
 
 def _sklearn(module: str) -> Any:

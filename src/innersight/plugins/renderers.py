@@ -41,6 +41,8 @@ class HeatmapRenderer(Renderer):
         if maps.ndim == 4:  # (N, H, W, C): strongest channel, keeping the sign
             idx = np.abs(maps).argmax(axis=-1)[..., None]
             maps = np.take_along_axis(maps, idx, axis=-1)[..., 0]
+        if maps.ndim == 2:  # (N, F) tabular or (N, L) sequence maps: one 1 x F strip each
+            maps = maps[:, None, :]
         signed = bool(maps.min() < 0)
         policy = normalise or ("symmetric" if signed else "per_map")
         colours = to_uint8(colorize(normalise_maps(maps, policy), signed=policy == "symmetric"))
