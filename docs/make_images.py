@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -25,10 +26,10 @@ import numpy as np
 import torch  # before TensorFlow: the other order can crash on some builds
 
 import innersight as ins
-from innersight.plugins.grad_cam import upsample_bilinear
 from innersight.core.render import colorize, normalise, png_bytes, tile, to_uint8, upscale
 from innersight.models import digits_cnn, digits_data, torch_name
 from innersight.models.architectures import DIGITS_SPEC
+from innersight.plugins.grad_cam import upsample_bilinear
 from innersight.plugins.renderers import display_inputs, stack, titled
 
 OUT = Path(__file__).resolve().parent / "images"
