@@ -206,3 +206,27 @@ def test_the_module_registers_the_technique():
     from innersight.plugins import lime
 
     assert [type(t) for t in lime.innersight_register_techniques()] == [Lime]
+
+
+def test_a_lasso_that_zeroes_every_weight_warns_with_advice_that_works() -> None:
+    """Scores that vary by 1e-4 against the default alpha=0.01: every weight is shrunk to zero,
+    which looks like 'nothing matters'; the warning says so and its advice gives a map."""
+    import warnings
+
+    import innersight as ins
+    from innersight.core import InnersightWarning
+
+    weights = np.linspace(-1.0, 1.0, 6).astype(np.float32)
+
+    def tiny(batch: np.ndarray) -> np.ndarray:
+        return (1e-4 * batch @ weights)[:, None]
+
+    x = np.ones((1, 6), np.float32)
+    model = ins.wrap(tiny, input_shape=(6,))
+    with pytest.warns(InnersightWarning, match=r"alpha=0\.01 shrank every group weight to zero"):
+        ex = ins.explain("lime", model, x, target=0, n_samples=64, progress=False)
+    assert not np.any(ex.values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InnersightWarning)
+        advised = ins.explain("lime", model, x, target=0, n_samples=64, alpha=1e-5, progress=False)
+    assert np.corrcoef(advised.values[0], weights)[0, 1] > 0.9

@@ -329,7 +329,7 @@ def test_base_capabilities_are_checked_with_advice(small_weights, images):
     with pytest.raises(
         ins.CapabilityError,
         match=r"noise_tunnel's base technique 'guided_backprop' needs relu_override, which the "
-        r"numpy adapter for .* does not provide; pick another one",
+        r"numpy adapter for .* does not provide \(it provides .*\); pick one that needs only",
     ):
         ins.explain("noise_tunnel", adapter, images, base="guided_backprop")
     ex = ins.explain("noise_tunnel", adapter, images, base="saliency", nt_samples=2)

@@ -10,9 +10,9 @@ Coverage (chosen to keep ``tests/realarch`` under a minute of ``make test`` on a
 measured 26 s for the whole package, imports of torch and TensorFlow included, at a load of 1;
 each technique on a Keras application traces its own graph, which costs seconds):
 
-* torch: all 14 replicas x all 10 built-in techniques.
+* torch: all 14 replicas x all 26 built-in techniques.
 * Keras: the skip-connection model and the multi-output model (through the single-output view
-  that innersight's refusal recommends; the refusal itself is tested too) x all 10 techniques;
+  that innersight's refusal recommends; the refusal itself is tested too) x all 26 techniques;
   MobileNetV2 (alpha 0.35, softmax head, ReLU6) x the gradient and occlusion techniques, which
   share one traced graph (``KERAS_MOBILENET_TECHNIQUES``); ResNet50, ResNet50V2 and
   EfficientNetB0 x Grad-CAM (its default layer on three top-block patterns: post-add ReLU,
@@ -47,6 +47,22 @@ BUILTINS = (
     "occlusion",
     "saliency",
     "smoothgrad",
+    "input_x_gradient",
+    "deconvolution",
+    "guided_grad_cam",
+    "noise_tunnel",
+    "gradient_shap",
+    "grad_cam_plus_plus",
+    "score_cam",
+    "layer_cam",
+    "eigen_cam",
+    "feature_ablation",
+    "kernel_shap",
+    "lime",
+    "layer_gradient_x_activation",
+    "layer_conductance",
+    "neuron_gradient",
+    "neuron_integrated_gradients",
 )
 
 TORCH = tuple(replicas_torch.REPLICAS)
@@ -61,6 +77,15 @@ KERAS_MOBILENET_TECHNIQUES = (
     "saliency",
     "smoothgrad",
 )
+#: Techniques that end in a ReLU of a class-evidence map, and the technique whose
+#: ``relu=False`` map shows that evidence.
+RELU_CAMS = {
+    "grad_cam": "grad_cam",
+    "grad_cam_plus_plus": "grad_cam_plus_plus",
+    "score_cam": "score_cam",
+    "layer_cam": "layer_cam",
+    "guided_grad_cam": "grad_cam",
+}
 KERAS_APPS = ("k_resnet50", "k_resnet50v2", "k_efficientnetb0")
 KERAS_APP_TECHNIQUES = ("grad_cam",)
 
@@ -76,6 +101,16 @@ def _params(name: str, subject: Subject) -> dict[str, Any]:
         "integrated_gradients": {"steps": 8, "max_steps": 16},
         "filter_maximization": {"layer": subject.filter_layer, "filters": [0, 1], "steps": 3},
         "class_maximization": {"classes": [0, 1], "steps": 3},
+        "noise_tunnel": {"nt_samples": 3},
+        "gradient_shap": {"n_samples": 3},
+        "score_cam": {"max_channels": 4},
+        "feature_ablation": {"grid": 2},
+        "kernel_shap": {"grid": 2, "n_samples": 16},
+        # random weights give score spreads of ~1e-3, which Captum's default alpha=0.01 shrinks
+        # to an all-zero map (lime warns and advises a smaller alpha: test_lime.py)
+        "lime": {"grid": 2, "n_samples": 16, "alpha": 1e-5},
+        "layer_conductance": {"steps": 4},
+        "neuron_integrated_gradients": {"steps": 4},
     }.get(name, {})
     if subject.name.startswith("k_") and "batch_size" in ins.techniques()[name].parameters():
         params["batch_size"] = 8
@@ -109,10 +144,11 @@ def check_non_degenerate(ex: Any, signed: Any = None) -> None:
     """Finite everywhere; each sample of a heatmap / image set varies; layer grids and
     embeddings vary as a whole.
 
-    A Grad-CAM map may be all zero after its ReLU when the layer holds only negative evidence
-    for the target (random weights do that): ``signed`` (the ``relu=False`` explanation) must
-    then vary and be <= 0 everywhere, so that a zero map is Grad-CAM's answer, not a zero
-    gradient or activation.
+    A CAM-family map may be all zero after its ReLU when the layer holds only negative
+    evidence for the target (random weights do that): ``signed`` (the ``relu=False``
+    explanation; Grad-CAM's for guided Grad-CAM, which multiplies by it) must then vary and be
+    <= 0 everywhere, so that a zero map is the method's answer, not a zero gradient or
+    activation.
     """
     arrays = _arrays(ex.values)
     assert arrays, f"{ex.technique}: no values"
@@ -127,7 +163,7 @@ def check_non_degenerate(ex: Any, signed: Any = None) -> None:
         assert signed is not None, f"{ex.technique}: sample {i} is constant ({sample.flat[0]})"
         cam = np.asarray(signed.values[i], np.float64)
         assert np.ptp(cam) > 0 and cam.max() <= 0, (
-            f"grad_cam: sample {i} is constant ({sample.flat[0]}) and its signed map is not "
+            f"{ex.technique}: sample {i} is constant ({sample.flat[0]}) and its signed map is not "
             f"all-negative evidence (min {cam.min()}, max {cam.max()})"
         )
 
@@ -138,8 +174,11 @@ def test_cell(subjects, arch: str, technique: str) -> None:
     x = subject.many if technique == "embeddings" else subject.x
     ex = ins.explain(technique, subject.model, x, **_params(technique, subject))
     signed = None
-    if technique == "grad_cam" and any(np.ptp(v) == 0 for v in np.asarray(ex.values)):
-        signed = ins.explain(technique, subject.model, x, relu=False)
+    if technique in RELU_CAMS and any(np.ptp(v) == 0 for v in np.asarray(ex.values)):
+        again, layer = RELU_CAMS[technique], ex.meta["layer"]
+        signed = ins.explain(
+            again, subject.model, x, layer=layer, relu=False, **_params(again, subject)
+        )
     check_non_degenerate(ex, signed)
     assert diff(subject.before, snapshot(subject.native)) == []
     if technique == "grad_cam":

@@ -163,6 +163,7 @@ def test_occlusion_forwards_stay_within_the_memory_budget(digits_torch, monkeypa
     monkeypatch.setenv("INNERSIGHT_MEMORY_BUDGET", str(budget))
     sizes: list[int] = []
     adapter = ins.wrap(digits_torch)
+    adapter.forward(x[:1])  # the first explain on a torch adapter probes shapes with one input
     forward = adapter.forward
     monkeypatch.setattr(
         adapter, "forward", lambda x, **kw: sizes.append(len(x)) or forward(x, **kw)

@@ -437,10 +437,11 @@ def capability_message(what: str, requires: Iterable[Any], adapter: Any) -> str 
     missing = missing_capabilities(requires, adapter)
     if not missing:
         return None
+    have = ", ".join(sorted(str(c) for c in getattr(adapter, "capabilities", ()))) or "nothing"
     return (
         f"{what} needs {', '.join(missing)}, which the {getattr(adapter, 'backend', '?')} "
-        f"adapter for {getattr(adapter, 'name', '?')} does not provide; pick another one "
-        "(innersight list shows what each needs) or another backend"
+        f"adapter for {getattr(adapter, 'name', '?')} does not provide (it provides {have}); "
+        "pick one that needs only those (its `requires`), or another backend"
     )
 
 

@@ -24,6 +24,7 @@ every pixel of the group shows it. Seeded: an input's rows (``meta["coalitions"]
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from innersight.core import (
     Explanation,
+    InnersightWarning,
     InputError,
     ModelAdapter,
     PresetContext,
@@ -138,6 +140,7 @@ class Lime(Technique):
         scores = _score(scorer, problem, blocks)
         sims = similarities(problem, blocks, distance, kernel_space, float(kernel_width))
         coef, fit_meta = _fit(problem, blocks, scores, sims, float(alpha))
+        _warn_if_shrunk_to_zero(coef, scores, float(alpha))
         return explanation(
             self.name,
             inputs,
@@ -191,6 +194,27 @@ def _fit(
         intercepts.append(intercept)
         r2s.append(r2)
     return coef, {"intercept": intercepts, "fit_r2": r2s}
+
+
+def _warn_if_shrunk_to_zero(coef: np.ndarray, scores: list[np.ndarray], alpha: float) -> None:
+    """InnersightWarning when the Lasso set every weight of an input to zero although its
+    perturbed scores vary: alpha is large for the scale of this model's scores."""
+    zeroed = [
+        i
+        for i, (c, y) in enumerate(zip(coef, scores, strict=True))
+        if alpha > 0 and not np.any(c) and np.ptp(y) > 0
+    ]
+    if zeroed:
+        spread = float(np.ptp(scores[zeroed[0]]))
+        warnings.warn(
+            f"lime: alpha={alpha:g} shrank every group weight to zero for {len(zeroed)} of "
+            f"{len(coef)} input(s) although their scores vary (by {spread:.3g} for input "
+            f"{zeroed[0]}): the L1 penalty is large for this model's score scale. Pass a "
+            f"smaller alpha (e.g. alpha={alpha / 1000:g}) or alpha=0 (least squares), or use "
+            "kernel_shap",
+            InnersightWarning,
+            stacklevel=3,
+        )
 
 
 def _score(scorer: Scorer, problem: Problem, blocks: list[np.ndarray]) -> list[np.ndarray]:
