@@ -185,3 +185,40 @@ def test_import_innersight_imports_no_framework():
     code = "import sys, innersight; innersight.techniques(); print(sorted(m for m in ('torch','tensorflow','keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_registration_hooks_pass_only_the_arguments_an_implementation_declares() -> None:
+    """pluggy's promise: a hookspec may gain arguments; implementations written before (with
+    fewer) still work, and one asking for an argument the hook lacks is a load failure."""
+    import pluggy
+
+    from innersight.core.manager import _call_impl
+
+    hookimpl = pluggy.HookimplMarker("demo")
+    hookspec = pluggy.HookspecMarker("demo")
+
+    class Spec:
+        @hookspec
+        def things(self, size):  # a spec that gained ``size``
+            """Provide things."""
+
+    class Old:
+        @hookimpl
+        def things(self):
+            return ["old"]
+
+    class New:
+        @hookimpl
+        def things(self, size):
+            return [f"new {size}"]
+
+    pm = pluggy.PluginManager("demo")
+    pm.add_hookspecs(Spec)
+    pm.register(Old())
+    pm.register(New())
+    got = [
+        item for impl in pm.hook.things.get_hookimpls() for item in _call_impl(impl, {"size": 3})
+    ]
+    assert sorted(got) == ["new 3", "old"]
+    with pytest.raises(TypeError, match="argument\\(s\\) size that the hook does not provide"):
+        _call_impl(pm.hook.things.get_hookimpls()[-1], {})

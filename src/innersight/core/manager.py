@@ -99,6 +99,17 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 
+def _call_impl(impl: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """``impl.function`` with the arguments it declares, its items as a list."""
+    missing = [name for name in impl.argnames if name not in kwargs]
+    if missing:
+        raise TypeError(
+            f"{impl.plugin_name} implements {impl.function.__name__} with argument(s) "
+            f"{', '.join(missing)} that the hook does not provide"
+        )
+    return list(impl.function(**{name: kwargs[name] for name in impl.argnames}) or ())
+
+
 class PluginLoadWarning(UserWarning):
     """A plugin failed to load; innersight goes on without it."""
 
@@ -228,12 +239,17 @@ class InnersightPluginManager:
     def _info_for(self, impl: Any) -> PluginInfo:
         return self.infos.get(impl.plugin_name, PluginInfo(impl.plugin_name, "?"))
 
-    def _collect(self, hook_name: str, expected: type) -> list[tuple[PluginInfo, Any]]:
+    def _collect(
+        self, hook_name: str, expected: type, **kwargs: Any
+    ) -> list[tuple[PluginInfo, Any]]:
+        """Every implementation's items, each implementation called with just the hook
+        arguments it declares (``impl.argnames``): a hookspec may gain arguments, as pluggy
+        promises, without breaking plugins written before."""
         found: list[tuple[PluginInfo, Any]] = []
         for impl in self._impls(hook_name):
             info = self._info_for(impl)
             items = self._guarded(
-                info, f"{hook_name}()", lambda impl=impl: list(impl.function() or ())
+                info, f"{hook_name}()", lambda impl=impl: _call_impl(impl, kwargs)
             )
             for item in items or ():
                 if not isinstance(item, expected):
