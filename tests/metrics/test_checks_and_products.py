@@ -68,7 +68,7 @@ def test_the_conformance_check_catches_broken_metrics(metric, message):
 
 
 def test_the_report_section_holds_the_table_and_the_curves(digits_torch, digits):
-    from innersight.metrics.report import TITLE, faithfulness_section
+    from innersight.report.scoring import TITLE, faithfulness_section
 
     x = digits.x_test[:3]
     explanations = {

@@ -15,7 +15,7 @@ import innersight as ins
 from innersight.core import hookimpl
 from innersight.core.errors import InputError
 from innersight.core.metric import Evaluation, Metric, attribution_maps
-from innersight.metrics.report import first_inputs
+from innersight.report.scoring import first_inputs
 from innersight.report import build_report
 from tests.report import one_torch_thread, parse
 

@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from innersight.metrics.report import DEFAULT_METRICS, faithfulness_section
+    from innersight.report.scoring import DEFAULT_METRICS, faithfulness_section
 
     chosen = _techniques(args.techniques)
     metrics = [get_metric(m) for m in _names(args.metrics, DEFAULT_METRICS)]
@@ -243,7 +243,7 @@ def _inputs(args: argparse.Namespace, adapter: Any) -> np.ndarray:
 
 def _write(args: argparse.Namespace, out: Path, section: Any) -> int:
     from innersight.core.render import png_bytes
-    from innersight.metrics.render import overlay
+    from innersight.core.evaluation_render import overlay
 
     header, rows = section.header(), section.rows()
     (out / "evaluation.md").write_text(_markdown(header, rows, section))

@@ -175,10 +175,10 @@ class Evaluation:
             return f"{what}: undefined for all {len(self)} inputs"
         return f"{what}: {s['mean']:.4g} ± {s['std']:.2g} over {int(s['n'])} inputs{better}"
 
-    # -- rendering (innersight.metrics.render draws; Pillow and matplotlib optional) -----------
+    # -- rendering (innersight.core.evaluation_render draws; Pillow and matplotlib optional) -----------
     def to_image(self, **options: Any) -> np.ndarray:
         """Render the curves (or the scores, for metrics without curves) to (H, W, 3) uint8."""
-        from innersight.metrics.render import render_evaluation
+        from innersight.core.evaluation_render import render_evaluation
 
         return render_evaluation(self, **options)
 
@@ -190,7 +190,7 @@ class Evaluation:
 
     def plot(self, ax: Any = None, **options: Any) -> Any:
         """A matplotlib Figure of the curves (mean ± std, and each input), or of the scores."""
-        from innersight.metrics.render import plot_evaluation
+        from innersight.core.evaluation_render import plot_evaluation
 
         return plot_evaluation(self, ax=ax, **options)
 
@@ -201,7 +201,7 @@ class Evaluation:
 
     def _repr_html_(self) -> str:
         """Jupyter: the summary line, a table of the scores per input, and the curves."""
-        from innersight.metrics.render import evaluation_html
+        from innersight.core.evaluation_render import evaluation_html
 
         return evaluation_html(self)
 

@@ -78,7 +78,7 @@ def build_report(
             other metrics, or a report of runs alone, see
             :func:`innersight.report.dataset_report`.
         evaluate: add the section "How faithful is each technique on this model": each
-            model's heatmaps scored by ``metrics`` (see :mod:`innersight.metrics.report`).
+            model's heatmaps scored by ``metrics`` (see :mod:`innersight.report.scoring`).
         metrics: metric names (a list or ``"a,b"``); None: deletion, insertion, randomization.
         evaluate_inputs: score at most this many inputs per technique (None: all).
 

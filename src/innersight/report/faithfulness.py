@@ -1,7 +1,7 @@
 """The report's section "How faithful is each technique on this model", built and rendered.
 
 :func:`evaluate_models` scores each model's heatmap explanations with a few metrics
-(:func:`innersight.metrics.report.faithfulness_section`); :func:`render_faithfulness` turns the
+(:func:`innersight.report.scoring.faithfulness_section`); :func:`render_faithfulness` turns the
 results into HTML: per model, the table (technique x metric), the failed cells' messages, the
 deletion and insertion curves as embedded PNGs, and a note per metric on what its number means.
 """
@@ -17,7 +17,7 @@ from innersight.report.records import OK, Figure
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
-    from innersight.metrics.report import FaithfulnessSection
+    from innersight.report.scoring import FaithfulnessSection
     from innersight.report.records import Section
 
 __all__ = ["check_metrics", "evaluate_models", "render_faithfulness"]
@@ -28,7 +28,7 @@ ANCHOR = "faithfulness"
 def check_metrics(metrics: Sequence[str] | str | None) -> tuple[str, ...]:
     """Metric names as a tuple (None: the section's defaults); unknown names fail before work."""
     from innersight.api import get_metric
-    from innersight.metrics.report import DEFAULT_METRICS
+    from innersight.report.scoring import DEFAULT_METRICS
 
     if metrics is None:
         return tuple(DEFAULT_METRICS)
@@ -51,7 +51,7 @@ def evaluate_models(
     progress: ProgressArg,
 ) -> dict[str, FaithfulnessSection | str]:
     """``{model key: FaithfulnessSection}``, or the error message when evaluating it raised."""
-    from innersight.metrics.report import faithfulness_section
+    from innersight.report.scoring import faithfulness_section
 
     out: dict[str, FaithfulnessSection | str] = {}
     for key, adapter in adapters.items():
@@ -72,7 +72,7 @@ def evaluate_models(
 
 def render_faithfulness(results: Mapping[str, FaithfulnessSection | str]) -> str:
     """The section's HTML: a card per model (everything escaped, images embedded)."""
-    from innersight.metrics.report import TITLE
+    from innersight.report.scoring import TITLE
     from innersight.report.html import esc
 
     if not results:

@@ -188,7 +188,7 @@ def _cell(ev: Evaluation) -> Cell:
 
 
 def _curves(section: FaithfulnessSection) -> dict[str, bytes]:
-    from innersight.metrics.render import overlay
+    from innersight.core.evaluation_render import overlay
 
     out = {}
     for metric in CURVE_METRICS:
