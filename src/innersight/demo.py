@@ -176,7 +176,8 @@ def _run(
     picks = demo_inputs(data.x_test, data.y_test, n_inputs)
     installed = techniques()
     echo(
-        f"running {len(installed)} techniques on {len(models)} models: {', '.join(sorted(installed))}"
+        f"running {len(installed)} techniques on {len(models)} models: "
+        f"{', '.join(sorted(installed))}"
     )
     report = build_report(
         models,

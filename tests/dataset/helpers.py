@@ -53,7 +53,7 @@ def write_digit_folder(root: Path, x: np.ndarray, y: np.ndarray) -> list[str]:
     from PIL import Image
 
     ids = []
-    for i, (img, label) in enumerate(zip(x, y)):
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
         rel = f"{int(label)}/{i:04d}.png"
         (root / str(int(label))).mkdir(parents=True, exist_ok=True)
         Image.fromarray((img[..., 0] * 255).round().astype(np.uint8), "L").save(root / rel)

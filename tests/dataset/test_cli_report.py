@@ -152,7 +152,9 @@ def test_report_shows_a_dataset_run(explained, digits_torch, digits):
     ]
     labels = digits.y_test[:60][[i != 2 for i in range(60)]]
     counts = {c: n for c, _, n, _ in view.classes}
-    assert counts == {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    assert counts == {
+        str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)
+    }
     assert "worst by entropy" in html and "data set 1" in html
     with_model = build_report(
         digits_torch, digits.x_test[:2], techniques=["saliency"], runs=[explained]

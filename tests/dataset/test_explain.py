@@ -49,7 +49,7 @@ def test_folder_equals_explain_and_records_bad_files(folder, digits_torch, digit
     summary = run.summary()
     assert (summary["inputs"], summary["done"], summary["failed"]) == (44, 40, 4)
     assert summary["labels"] == {
-        str(k): v for k, v in zip(*np.unique(digits.y_test[:40], return_counts=True))
+        str(k): v for k, v in zip(*np.unique(digits.y_test[:40], return_counts=True), strict=True)
     }
     np.testing.assert_array_equal(run.inputs(ids[:3]), ins.load_images([root / i for i in ids[:3]]))
     labels = np.asarray([int(i.split("/")[0]) for i in ids])  # the class folders

@@ -45,10 +45,12 @@ def test_agreement_is_compares_own_spearman_and_top_k(digits_torch, digits):
     occ = ins.explain("occlusion", digits_torch, x, window=6, stride=3)
     ev = evaluate("agreement", digits_torch, sal, other=occ)
     a, b = np.abs(np.asarray(sal.values)), np.abs(np.asarray(occ.values))
-    np.testing.assert_allclose(ev.scores, [compare_metrics.spearman(p, q) for p, q in zip(a, b)])
+    np.testing.assert_allclose(
+        ev.scores, [compare_metrics.spearman(p, q) for p, q in zip(a, b, strict=True)]
+    )
     top = evaluate("agreement", digits_torch, sal, other=occ, measure="top_k", k=0.1)
     np.testing.assert_allclose(
-        top.scores, [compare_metrics.topk_overlap(p, q, 0.1) for p, q in zip(a, b)]
+        top.scores, [compare_metrics.topk_overlap(p, q, 0.1) for p, q in zip(a, b, strict=True)]
     )
     assert ev.meta["other"] == "occlusion"
     same = evaluate("agreement", digits_torch, sal, other="saliency")

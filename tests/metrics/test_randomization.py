@@ -78,7 +78,9 @@ def test_keras_copy_is_randomised_and_the_model_left_alone(digits_keras, digits)
     weights = [w.copy() for w in digits_keras.get_weights()]
     ev = evaluate("randomization", digits_keras, "saliency", x)
     assert diff(before, snapshot(digits_keras)) == []
-    assert all(np.array_equal(a, b) for a, b in zip(weights, digits_keras.get_weights()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(weights, digits_keras.get_weights(), strict=True)
+    )
     assert ev.curves["spearman"].ticks[1:] == ("logits", "fc1", "conv3", "conv2", "conv1")
     assert np.abs(ev.scores).max() < 0.4  # measured 0.20..0.30
     assert ev.meta["not_reinitialised"] == []

@@ -51,7 +51,7 @@ def test_torch_and_keras_agree_on_activations_and_saliency(torch_small, keras_sm
     ks = ins.explain("saliency", keras_small, images, target=1).values
     ts = ins.explain("saliency", torch_small, images, target=1).values
     np.testing.assert_allclose(ks, ts, atol=1e-6)
-    live = [(a, b) for a, b in zip(ks, ts) if a.std() > 0]
+    live = [(a, b) for a, b in zip(ks, ts, strict=True) if a.std() > 0]
     assert live, "every saliency map is zero: pick inputs that reach the target"
     for a, b in live:
         assert spearmanr(a.ravel(), b.ravel()).statistic > 0.99

@@ -64,7 +64,7 @@ def recipe_activations(net, module, x_nhwc, targets, reshape=None, gradients=Tru
     acts = transform(out).detach().numpy()
     if not gradients:
         return acts, None, outputs.detach()
-    loss = sum(o[t] for o, t in zip(outputs, targets))
+    loss = sum(o[t] for o, t in zip(outputs, targets, strict=True))
     (grad,) = torch.autograd.grad(loss, [out])
     return acts, transform(grad).numpy(), outputs.detach()
 
@@ -95,7 +95,7 @@ def recipe_score_cam_weights(net, x_nhwc, targets, activations, batch_size=16):
         upsampled = (upsampled - mins) / (maxs - mins + 1e-8)
         input_tensors = input_tensor[:, None, :, :] * upsampled[:, :, None, :, :]
         scores = []
-        for target, tensor in zip(targets, input_tensors):
+        for target, tensor in zip(targets, input_tensors, strict=True):
             for i in range(0, tensor.size(0), batch_size):
                 batch = tensor[i : i + batch_size, :]
                 scores.extend([o[target].cpu().item() for o in net(batch)])
@@ -300,5 +300,5 @@ def test_eigen_cam_svd_sign_is_lapacks_as_in_pytorch_grad_cam(subject, digits):
     signed = np.asarray(
         EigenCAM().run(ins.wrap(model), x, layer=layer, sign="svd", relu=False).meta["cam"]
     )
-    for ours, theirs in zip(signed, ref):
+    for ours, theirs in zip(signed, ref, strict=True):
         assert min(rel_err(ours, theirs), rel_err(-ours, theirs)) <= REL

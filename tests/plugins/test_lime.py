@@ -118,7 +118,7 @@ def test_input_space_kernel_by_definition(small_weights, x):
     ex = run(model, x[:1], target=1, grid=3, n_samples=30, baseline=0.3, kernel_width=0.7)
     labels = grid_labels((12, 12), (3, 3))
     flat = x[0].astype(np.float64).ravel()
-    for row, weight in zip(ex.meta["coalitions"][0], ex.meta["similarities"][0]):
+    for row, weight in zip(ex.meta["coalitions"][0], ex.meta["similarities"][0], strict=True):
         keep = row[labels][..., None].astype(bool)
         perturbed = np.where(keep, x[0], np.float32(0.3)).astype(np.float64).ravel()
         cos = flat @ perturbed / (np.linalg.norm(flat) * np.linalg.norm(perturbed))

@@ -148,11 +148,11 @@ def test_every_layer_keras_to_torch_and_back(head):
         assert "flatten" not in mapping and "bn1d" not in mapping and mapping["fc"] == "fc"
     back = port.torch_to_keras(net, (20, 20, 4))
     assert [la.name for la in back.layers[1:]] == [la.name for la in model.layers]
-    for la, lb in zip(model.layers, back.layers[1:]):
+    for la, lb in zip(model.layers, back.layers[1:], strict=True):
         assert kind(la) == kind(lb) and la.get_config().get("padding") == lb.get_config().get(
             "padding"
         )
-        for wa, wb in zip(la.get_weights(), lb.get_weights()):
+        for wa, wb in zip(la.get_weights(), lb.get_weights(), strict=True):
             np.testing.assert_array_equal(wa, wb)
     assert_same_function(model, back, x)
 
@@ -167,7 +167,9 @@ def test_every_layer_torch_to_keras_and_back():
     assert assert_same_function(ins.wrap(net, input_shape=(16, 16, 3)), model, x)["0.2"] == "0_2"
     again = port.keras_to_torch(model)
     assert_same_function(model, again, x)
-    for (na, pa), (nb, pb) in zip(net.state_dict().items(), again.state_dict().items()):
+    for (na, pa), (nb, pb) in zip(
+        net.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         np.testing.assert_array_equal(pa.numpy(), pb.numpy(), err_msg=f"{na} vs {nb}")
 
 
@@ -206,7 +208,7 @@ def test_keras_round_trip_keeps_names_and_weights_exactly():
     back = port.torch_to_keras(port.keras_to_torch(model), (64, 64, 3))
     assert [la.name for la in back.layers[1:]] == [la.name for la in model.layers]
     assert back.get_layer("conv1").get_config()["activation"] == "relu"
-    for la, lb in zip(model.layers, back.layers[1:]):
+    for la, lb in zip(model.layers, back.layers[1:], strict=True):
         for wa, wb in zip(la.get_weights(), lb.get_weights(), strict=True):
             np.testing.assert_array_equal(wa, wb)
 

@@ -469,7 +469,7 @@ class ConvNeXt(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0]))
         depths = (1, 1, 2, 1)
         stages, cin = [], dims[0]
-        for i, (dim, depth) in enumerate(zip(dims, depths)):
+        for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
             stages.append(ConvNeXtStage(cin, dim, depth, conv_mlp, down=i > 0))
             cin = dim
         self.stages = nn.Sequential(*stages)
@@ -707,7 +707,7 @@ class RegNetX(nn.Module):
         super().__init__()
         self.stem = ConvNormAct(3, 8, 3, 2)
         cin = 8
-        for i, (w, depth) in enumerate(zip(widths, (1, 1, 2, 2))):
+        for i, (w, depth) in enumerate(zip(widths, (1, 1, 2, 2), strict=True)):
             self.add_module(f"s{i + 1}", RegStage(cin, w, depth))
             cin = w
         self.final_conv = nn.Identity()

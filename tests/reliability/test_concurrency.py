@@ -37,9 +37,9 @@ def _jobs() -> list[tuple[str, int]]:
 
 def _compare(jobs: list[Any], threaded: list[Any], sequential: list[Any]) -> None:
     assert len(jobs) == len(threaded) == len(sequential)
-    for job, got, want in zip(jobs, threaded, sequential):
+    for job, got, want in zip(jobs, threaded, sequential, strict=True):
         assert len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7, err_msg=str(job))
 
 
@@ -77,7 +77,7 @@ def test_threads_tracing_new_keras_functions_at_once(keras_small):
     with ThreadPoolExecutor(THREADS) as pool:
         threaded = list(pool.map(start, requests))
     fresh = type(adapter)(keras_small)
-    for req, got in zip(requests, threaded):
+    for req, got in zip(requests, threaded, strict=True):
         np.testing.assert_allclose(got, call(fresh, req), rtol=1e-6, atol=1e-7, err_msg=str(req))
 
 

@@ -111,7 +111,7 @@ def test_model_is_unchanged(mixed, backend, technique, scenario):
     assert changes == [], f"{technique} ({scenario}) changed the model:\n" + "\n".join(changes)
     # ... and nothing half-done is left in the adapter: the next run gives the same result.
     again = ins.explain(technique, model, x, **minimal_params(technique))
-    for a, b in zip(_arrays(expected.values), _arrays(again.values)):
+    for a, b in zip(_arrays(expected.values), _arrays(again.values), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
@@ -195,7 +195,9 @@ def test_torch_bn_statistics_are_bit_identical_after_explaining(training_models)
     bn = training_models["torch"].bn
     stats = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
     ins.explain("saliency", training_models["torch"], batch(4))
-    for old, new in zip(stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked)):
+    for old, new in zip(
+        stats, (bn.running_mean, bn.running_var, bn.num_batches_tracked), strict=True
+    ):
         assert torch.equal(old, new)
 
 
@@ -203,7 +205,7 @@ def test_keras_bn_statistics_are_bit_identical_after_explaining(training_models)
     bn = training_models["keras"].get_layer("bn")
     stats = [np.array(v.numpy()) for v in (bn.moving_mean, bn.moving_variance)]
     ins.explain("saliency", training_models["keras"], batch(4))
-    for old, new in zip(stats, (bn.moving_mean, bn.moving_variance)):
+    for old, new in zip(stats, (bn.moving_mean, bn.moving_variance), strict=True):
         np.testing.assert_array_equal(old, new.numpy())
 
 

@@ -15,8 +15,8 @@ import innersight as ins
 from innersight.core import hookimpl
 from innersight.core.errors import InputError
 from innersight.core.metric import Evaluation, Metric, attribution_maps
-from innersight.report.scoring import first_inputs
 from innersight.report import build_report
+from innersight.report.scoring import first_inputs
 from tests.report import one_torch_thread, parse
 
 Image = pytest.importorskip("PIL.Image")

@@ -266,7 +266,7 @@ def test_report_command_writes_one_file_and_refuses_to_overwrite(tmp_path, capsy
     data = digits_data()
     picks = [int(np.flatnonzero(data.y_test == k)[0]) for k in (3, 7)]
     paths = [tmp_path / "three.png", tmp_path / "<img src=x onerror=alert(1)>seven.png"]
-    for path, i in zip(paths, picks):
+    for path, i in zip(paths, picks, strict=True):
         Image.fromarray((data.x_test[i, ..., 0] * 255).round().astype(np.uint8)).save(path)
     classes = tmp_path / "classes.txt"
     classes.write_text(

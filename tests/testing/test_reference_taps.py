@@ -102,7 +102,7 @@ def test_aliases_name_the_same_tensor_everywhere(adapter):
     images = x()
     leaf = adapter.layer_value_and_grad(images, O.Logit(1), "relu")
     alias = adapter.layer_value_and_grad(images, O.Logit(1), "stage")
-    for a, b in zip(leaf, alias):
+    for a, b in zip(leaf, alias, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(
         adapter.value_and_grad(images, O.Channel("block", 2))[1],

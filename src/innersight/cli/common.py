@@ -149,7 +149,9 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _fits(declared: Sequence[int], own: Sequence[int | None]) -> bool:
-    return len(declared) == len(own) and all(o is None or d == o for d, o in zip(declared, own))
+    return len(declared) == len(own) and all(
+        o is None or d == o for d, o in zip(declared, own, strict=True)
+    )
 
 
 def _shape_text(dims: Sequence[int | None] | None) -> str:
@@ -201,7 +203,7 @@ def print_table(
     def line(row: Sequence[str]) -> str:
         parts = [
             cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(parts).rstrip()
 

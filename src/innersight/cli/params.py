@@ -157,10 +157,13 @@ def _members(annotation: Any) -> list[Any]:
 def _infer(default: Any) -> Any:
     """For unannotated parameters: the default's type, or any plain value."""
     if default is inspect.Parameter.empty or default is None:
-        return Union[None, bool, int, float, list[Any], str]
+        # a type object built at runtime for the parser, not an annotation
+        return Union[None, bool, int, float, list[Any], str]  # noqa: UP007
     if isinstance(default, (list, tuple)):
         return list[Any]
-    return Union[type(default), None] if isinstance(default, (bool, int, float, str)) else Any
+    if isinstance(default, (bool, int, float, str)):
+        return Union[type(default), None]  # noqa: UP007
+    return Any
 
 
 def _is_sequence(member: Any) -> bool:
@@ -231,7 +234,7 @@ def _sequence(text: str, member: Any) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(parts) != len(args):
                 raise _NoMatch
-            return tuple(convert(p, a) for p, a in zip(parts, args))
+            return tuple(convert(p, a) for p, a in zip(parts, args, strict=True))
         values = [convert(p, args[0] if args else Any) for p in parts]
     except InputError:
         raise _NoMatch from None

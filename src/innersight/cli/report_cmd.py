@@ -210,7 +210,8 @@ def _labels(text: str | None, n: int, class_names: Sequence[str] | None) -> list
         else:
             raise InputError(
                 f"--labels entry {part!r} is neither a class index nor one of the class names "
-                f"in --classes ({', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''})"
+                f"in --classes ({', '.join(class_names[:10])}"
+                f"{' ...' if len(class_names) > 10 else ''})"
             )
     return out
 
@@ -225,7 +226,8 @@ def _params(items: Sequence[str], techniques: Sequence[str] | None) -> dict[str,
         name, dot, rest = item.partition(".")
         if not dot or "=" not in rest:
             raise InputError(
-                f"--param {item!r} is not TECHNIQUE.KEY=VALUE; write e.g. --param occlusion.window=4"
+                f"--param {item!r} is not TECHNIQUE.KEY=VALUE; write e.g. "
+                "--param occlusion.window=4"
             )
         grouped.setdefault(name.strip(), []).append(rest)
     out = {}

@@ -132,7 +132,7 @@ def _scatter(
     canvas = np.full((size, size, 3), 255, np.uint8)
     canvas[[0, -1]] = canvas[:, [0, -1]] = 200  # a light frame
     xy = ((points - lo) / np.where(hi > lo, hi - lo, 1.0) * (size - 11) + 5).astype(int)
-    for (px, py), colour in zip(xy, colours):
+    for (px, py), colour in zip(xy, colours, strict=True):
         canvas[size - py - 3 : size - py + 2, px - 2 : px + 3] = colour
     return canvas
 

@@ -114,7 +114,7 @@ def _params_b(
             continue
         if key == "layers":
             names = [value] if isinstance(value, str) else list(value)
-            pairs = [n for n in names if translate(n, strict=False) is not None]
+            pairs = [n for n in names if translate(n, strict=True) is not None]
             if not pairs:
                 translate(names[0])  # raises, naming the first layer
             params[key] = [translate(n) for n in pairs]
@@ -173,7 +173,9 @@ def compare(
     pairing, given = translate, overrides.get("layers")
     if given is not None:  # layers_b=[...]: paired with A's layers in order
         names_b = [given] if isinstance(given, str) else list(given)
-        pairing = LayerTranslator(a, b, dict(zip(ex_a.params.get("layers", []), names_b)))
+        pairing = LayerTranslator(
+            a, b, dict(zip(ex_a.params.get("layers", []), names_b, strict=True))
+        )
     rows, pairs = _rows(ex_a, ex_b, pairing)
     if ex_a.kind == "image_set":
         _cross_objectives(rows, ex_a, ex_b, a, b)
@@ -221,7 +223,7 @@ def _rows(
         pairs = [
             (la, lb)
             for la in grid_a
-            if (lb := translate(la, strict=False)) is not None and lb in grid_b
+            if (lb := translate(la, strict=True)) is not None and lb in grid_b
         ]
         if not pairs:
             raise InputError(

@@ -328,7 +328,7 @@ def _check_shape(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> No
             "transpose with x.transpose(0, 2, 3, 1) (innersight takes channels-last arrays, "
             "whatever the framework)"
         )
-    for axis, (g, e) in enumerate(zip(got, expected)):
+    for axis, (g, e) in enumerate(zip(got, expected, strict=True)):
         if e is not None and g != e:
             if len(expected) == 3 and axis == 2:
                 what = f"wrong channel count: {g} instead of {e}"
@@ -342,7 +342,7 @@ def _check_shape(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> No
 def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     """True when ``shape[1:]`` matches ``expected`` (None matching anything)."""
     return len(shape) - 1 == len(expected) and all(
-        e is None or g == e for g, e in zip(shape[1:], expected)
+        e is None or g == e for g, e in zip(shape[1:], expected, strict=True)
     )
 
 

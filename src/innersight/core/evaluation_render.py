@@ -103,7 +103,7 @@ class _Canvas:
         _, top = self.px(xs, np.interp(xs, x, hi))
         _, bottom = self.px(xs, np.interp(xs, x, lo))
         tint = np.asarray(colour, float)
-        for c, t, b in zip(cols[inside], top[inside], bottom[inside]):
+        for c, t, b in zip(cols[inside], top[inside], bottom[inside], strict=True):
             a, z = int(max(self.top, round(t))), int(min(self.bottom, round(b)))
             if z >= a:
                 patch = self.img[a : z + 1, c].astype(float)
@@ -119,7 +119,7 @@ class _Canvas:
         labels = list(ticks) if ticks else [f"{v:.3g}" for v in _nice_ticks(self.x0, self.x1)]
         positions = xs if ticks else np.array(_nice_ticks(self.x0, self.x1))
         step = max(1, math.ceil(len(labels) / 8))
-        for value, text in list(zip(positions, labels))[::step]:
+        for value, text in list(zip(positions, labels, strict=True))[::step]:
             px, _ = self.px(np.array([value]), np.array([self.y0]))
             self.segment((px[0], self.bottom), (px[0], self.bottom + 3), INK, 1)
             self.texts.append(
@@ -249,7 +249,7 @@ def plot_evaluation(ev: Evaluation, ax: Any = None, **options: Any) -> Any:
         axes = [fig.add_subplot(len(curves), 1, i + 1) for i in range(len(curves))]
     else:
         axes = [ax]
-    for a, (name, curve) in zip(axes, curves):
+    for a, (name, curve) in zip(axes, curves, strict=True):
         if curve is None:
             a.plot(range(len(ev.scores)), ev.scores, "o")
             a.set_xlabel("input")

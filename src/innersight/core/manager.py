@@ -181,7 +181,7 @@ class InnersightPluginManager:
             self._guarded(
                 info,
                 "import",
-                lambda m=module_name: self._register(importlib.import_module(m), info),
+                lambda m=module_name, i=info: self._register(importlib.import_module(m), i),
             )
 
     def load_entry_points(self) -> None:
@@ -322,7 +322,8 @@ class InnersightPluginManager:
                 first, second = sorted([seen[key][0], info], key=lambda i: i.name)
                 raise PluginConflictError(
                     f"{what} {key!r} is provided twice: by {first} and by {second}; uninstall one, "
-                    f"or disable one with INNERSIGHT_DISABLED_PLUGINS={first.name} (or {second.name})"
+                    f"or disable one with INNERSIGHT_DISABLED_PLUGINS={first.name} "
+                    f"(or {second.name})"
                 )
             seen[key] = (info, item)
         return {k: v[1] for k, v in seen.items()}
@@ -343,8 +344,9 @@ class InnersightPluginManager:
                 return adapter
         backends = [i.plugin_name for i in self._impls("innersight_wrap_model")]
         raise BackendNotFoundError(
-            f"no backend accepts a model of type {type(model).__module__}.{type(model).__qualname__}; "
-            f"installed backends: {', '.join(backends) or 'none'}. Pass a torch nn.Module or a built "
+            "no backend accepts a model of type "
+            f"{type(model).__module__}.{type(model).__qualname__}; installed backends: "
+            f"{', '.join(backends) or 'none'}. Pass a torch nn.Module or a built "
             "Keras 3 model (pip install 'innersight[torch]' or 'innersight[keras]'), or install a "
             "backend plugin for your framework"
         )

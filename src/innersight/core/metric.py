@@ -175,7 +175,7 @@ class Evaluation:
             return f"{what}: undefined for all {len(self)} inputs"
         return f"{what}: {s['mean']:.4g} ± {s['std']:.2g} over {int(s['n'])} inputs{better}"
 
-    # -- rendering (innersight.core.evaluation_render draws; Pillow and matplotlib optional) -----------
+    # -- rendering (core.evaluation_render draws; Pillow and matplotlib optional) --------------
     def to_image(self, **options: Any) -> np.ndarray:
         """Render the curves (or the scores, for metrics without curves) to (H, W, 3) uint8."""
         from innersight.core.evaluation_render import render_evaluation

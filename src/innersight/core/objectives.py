@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ __all__ = [
     "per_sample",
 ]
 
-IndexLike = Union[int, Sequence[int], np.ndarray]
+IndexLike = int | Sequence[int] | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Custom:
         return None
 
 
-Objective = Union[Logit, Channel, Neuron, Custom]
+Objective = Logit | Channel | Neuron | Custom
 
 
 def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
@@ -121,7 +121,8 @@ def per_sample(index: object, n: int, *, what: str = "index") -> np.ndarray:
         return np.full(n, int(arr), dtype=np.int64)
     if arr.shape != (n,):
         raise ObjectiveError(
-            f"{what} has {arr.size} entries for {n} samples; pass one int, or exactly one per sample"
+            f"{what} has {arr.size} entries for {n} samples; pass one int, or exactly one per "
+            "sample"
         )
     return arr.astype(np.int64)
 
@@ -161,7 +162,8 @@ def channel_indices(objective: Channel, act_shape: tuple[int, ...]) -> np.ndarra
         if crop < 0 or 2 * crop >= min(act_shape[1], act_shape[2]):
             raise ObjectiveError(
                 f"crop={objective.crop} leaves nothing of layer '{objective.layer}' "
-                f"({act_shape[1]}x{act_shape[2]}); use 0 <= crop <= {(min(act_shape[1:3]) - 1) // 2}"
+                f"({act_shape[1]}x{act_shape[2]}); use 0 <= crop <= "
+                f"{(min(act_shape[1:3]) - 1) // 2}"
             )
     elif len(act_shape) != 2:
         raise ObjectiveError(

@@ -160,7 +160,8 @@ def deprocess(images: np.ndarray) -> np.ndarray:
 
 
 def as_rgb(images: np.ndarray) -> np.ndarray:
-    """(..., H, W, C) uint8 with C in {1, 3, 4, other} -> (..., H, W, 3): gray, RGB, or first channel."""
+    """(..., H, W, C) uint8 with C in {1, 3, 4, other} -> (..., H, W, 3): gray, RGB, or the
+    first channel."""
     c = images.shape[-1]
     if c == 3:
         return images

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMON_PARAMETERS", "Explanation", "Technique", "Values", "resolve_target"]
 
-Values = Union[np.ndarray, dict[str, np.ndarray]]
+Values = np.ndarray | dict[str, np.ndarray]
 KINDS = ("heatmap", "layer_grid", "image_set", "embedding")
 
 

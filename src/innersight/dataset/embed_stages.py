@@ -136,11 +136,11 @@ def _map(
     tsne, rows, fitted = _fit_map(parts, n, pca, options)
     written: list[dict[str, Any]] = []
     offset = 0
-    stream = zip(names, iter_features(parts, _all_columns(parts[0])))
+    stream = zip(names, iter_features(parts, _all_columns(parts[0])), strict=True)
     for group in _groups(stream):
         comps = [pca.transform(np.asarray(part["features"], np.float64)) for _, part in group]
         coords = _place(np.concatenate(comps), offset, rows, fitted, tsne)
-        for (name, part), c in zip(group, comps):
+        for (name, part), c in zip(group, comps, strict=True):
             xy, coords = coords[: len(c)], coords[len(c) :]
             cols = {k: part[k] for k in _columns(part)}
             cols.update(x=xy[:, 0].astype(np.float32), y=xy[:, 1].astype(np.float32))

@@ -83,7 +83,7 @@ class RayWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [
             self.worker(Task(str(name), int(start), int(stop)))
-            for name, start, stop in zip(batch["name"], batch["start"], batch["stop"])
+            for name, start, stop in zip(batch["name"], batch["start"], batch["stop"], strict=True)
         ]
         return {"record": np.asarray([json.dumps(asdict(r)) for r in records])}
 

@@ -230,7 +230,8 @@ def _column(table: Any, name: str | None) -> list[Any] | None:
 
 
 def open_path(source: str | Path) -> Source:
-    """The source for a path: a folder (images, or Parquet files), ``.npy``/``.npz``, ``.parquet``."""
+    """The source for a path: a folder (images, or Parquet files), ``.npy``/``.npz`` or
+    ``.parquet``."""
     path = Path(source).expanduser()
     if path.is_dir():
         parquet = any(p.suffix == ".parquet" for p in path.rglob("*.parquet"))

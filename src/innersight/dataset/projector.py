@@ -103,7 +103,8 @@ def write_projector(
     folder.mkdir(parents=True, exist_ok=True)
     labels = list(labels) if labels is not None else [None] * len(ids)
     meta = "id\tlabel\tprediction\n" + "".join(
-        f"{_cell(i)}\t{_cell(lab)}\t{int(p)}\n" for i, lab, p in zip(ids, labels, predictions)
+        f"{_cell(i)}\t{_cell(lab)}\t{int(p)}\n"
+        for i, lab, p in zip(ids, labels, predictions, strict=True)
     )
     atomic_write(folder / "metadata.tsv", meta.encode("utf-8"))
     atomic_write(folder / "tensors.tsv", _tsv(np.asarray(components)))

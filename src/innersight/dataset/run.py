@@ -106,7 +106,8 @@ class DatasetRun:
     def iter_batches(
         self, columns: Sequence[str] | None = None, *, batch_size: int = 1024, table: str = "main"
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Batches of at most ``batch_size`` rows as ``{column: numpy array}``, one part at a time."""
+        """Batches of at most ``batch_size`` rows as ``{column: numpy array}``, one part at a
+        time."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 

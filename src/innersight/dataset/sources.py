@@ -197,7 +197,7 @@ def as_samples(batch: Any, first: int, index: int) -> list[Sample]:
         )
     return [
         Sample(i, np.asarray(r), lab, None, first + k)
-        for k, (i, r, lab) in enumerate(zip(ids, rows, labels))
+        for k, (i, r, lab) in enumerate(zip(ids, rows, labels, strict=True))
     ]
 
 

@@ -52,7 +52,7 @@ def _classes(run: DatasetRun) -> dict[str, Any]:
         predicted.update(int(p) for p in batch["prediction"])
         if "label" not in batch:
             continue
-        for pred, lab in zip(batch["prediction"], batch["label"].tolist()):
+        for pred, lab in zip(batch["prediction"], batch["label"].tolist(), strict=True):
             labels[str(lab)] += 1
             truth = _as_int(lab)
             if truth is not None:

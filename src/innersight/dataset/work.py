@@ -195,7 +195,8 @@ def _valid(samples: list[Sample], expected: tuple[int, ...]) -> tuple[list[Sampl
             continue
         if np.shape(s.x) != tuple(expected):
             failed[s.id] = (
-                f"shape {tuple(np.shape(s.x))} differs from the run's input shape {tuple(expected)}; "
+                f"shape {tuple(np.shape(s.x))} differs from the run's input shape "
+                f"{tuple(expected)}; "
                 "image files are resized with ImageFolder(path, size=(H, W), channels=C) "
                 "(--input-shape on the command line), arrays must be reshaped"
             )

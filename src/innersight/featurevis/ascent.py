@@ -167,14 +167,14 @@ def image_shape(
         if declared is None:
             declared = example
         elif len(example) == len(declared):
-            declared = tuple(e if d is None else d for d, e in zip(declared, example))
+            declared = tuple(e if d is None else d for d, e in zip(declared, example, strict=True))
     known = declared if declared is not None and len(declared) == 3 else (None, None, None)
     if size is not None:
         dims = _size(size)
         known = (dims[0], dims[1], dims[2] if len(dims) == 3 else known[2])
     if not isinstance(init, str):
         want = tuple(int(k) for k in known if k is not None)
-        got = tuple(int(d) for d, k in zip(init.shape, known) if k is not None)
+        got = tuple(int(d) for d, k in zip(init.shape, known, strict=True) if k is not None)
         if got != want:
             raise InputError(
                 f"init has shape {init.shape}, expected {_fmt(known)} (the model input / size)"
@@ -430,7 +430,7 @@ def _joined(parts: list[Ascent], vr: ValueRange) -> Ascent:
         initial=np.concatenate([p.initial for p in parts]),
         final=np.concatenate([p.final for p in parts]),
         history=np.concatenate([p.history for p in parts], axis=1),
-        frames=[images(f) for f in zip(*(p.frames for p in parts))],
+        frames=[images(f) for f in zip(*(p.frames for p in parts), strict=True)],
         stalled=np.concatenate([p.stalled for p in parts]),
         revived=np.concatenate([p.revived for p in parts]),
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,7 +45,7 @@ __all__ = ["Ascent", "ValueAndGrad", "ascend", "l2_penalty", "model_objective"]
 ValueAndGrad = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: ``(x_subset, sample_rows) -> grads``: a fallback gradient for samples whose gradient is zero.
 Revive = Callable[[np.ndarray, np.ndarray], np.ndarray]
-ProgressLike = Union[ProgressArg, Progress]
+ProgressLike = ProgressArg | Progress
 
 
 @dataclass

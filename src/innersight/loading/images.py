@@ -274,7 +274,9 @@ def _from_model(model: Any) -> tuple[tuple[int, int] | None, int | None]:
 def _check_sizes(out: list[np.ndarray], items: list[_Item]) -> None:
     shapes = {x.shape for x in out}
     if len(shapes) > 1:
-        seen = ", ".join(f"{item.name} {x.shape[0]}x{x.shape[1]}" for item, x in zip(items, out))
+        seen = ", ".join(
+            f"{item.name} {x.shape[0]}x{x.shape[1]}" for item, x in zip(items, out, strict=True)
+        )
         raise InputError(
             f"images have different sizes ({seen[:300]}); pass size=(H, W) (--input-shape on "
             "the command line) or a model with a fixed input size to resize them"

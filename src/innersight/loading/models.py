@@ -8,6 +8,7 @@ unpickling runs arbitrary code from the file.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import sys
@@ -127,10 +128,8 @@ def _from_file(path: Path, allow_pickle: bool) -> Any:
 
 
 def _import_keras() -> Any:
-    try:  # torch before TensorFlow: the other order crashes some builds
+    with contextlib.suppress(ImportError):  # torch before TensorFlow: the other order crashes
         import torch  # noqa: F401
-    except ImportError:
-        pass
     try:
         import keras  # type: ignore[import-untyped,unused-ignore]
     except ImportError as err:

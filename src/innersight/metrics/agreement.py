@@ -72,9 +72,9 @@ class Agreement(Metric):
             )
         na, nb = normalised(a), normalised(b)
         values = {
-            "spearman": np.array([spearman(p, q) for p, q in zip(a, b)]),
-            "top_k": np.array([topk_overlap(p, q, float(k)) for p, q in zip(a, b)]),
-            "ssim": np.array([ssim(p, q) for p, q in zip(na, nb)]),
+            "spearman": np.array([spearman(p, q) for p, q in zip(a, b, strict=True)]),
+            "top_k": np.array([topk_overlap(p, q, float(k)) for p, q in zip(a, b, strict=True)]),
+            "ssim": np.array([ssim(p, q) for p, q in zip(na, nb, strict=True)]),
         }
         return Evaluation(
             metric=self.name,

@@ -49,8 +49,8 @@ def similarities(
     a, b = (np.abs(original), np.abs(other)) if absolute else (original, other)
     na, nb = normalised(a), normalised(b)
     return {
-        "spearman": np.array([spearman(p, q) for p, q in zip(a, b)]),
-        "ssim": np.array([ssim(p, q) for p, q in zip(na, nb)]),
+        "spearman": np.array([spearman(p, q) for p, q in zip(a, b, strict=True)]),
+        "ssim": np.array([ssim(p, q) for p, q in zip(na, nb, strict=True)]),
     }
 
 

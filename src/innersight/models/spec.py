@@ -92,7 +92,7 @@ class Spec:
         rng = np.random.default_rng(seed)
         weights: dict[str, np.ndarray] = {}
         fan_in = self.input_shape[-1]
-        for layer, shape in zip(self.layers, self.shapes()):
+        for layer, shape in zip(self.layers, self.shapes(), strict=True):
             k: tuple[int, ...]
             if isinstance(layer, Conv):
                 k = (layer.kernel, layer.kernel, fan_in, layer.filters)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ METHODS = (
     "riemann_right",
     "riemann_midpoint",
 )
-NeuronArg = Union[int, tuple[int, ...], Sequence[int], np.ndarray, None]
+NeuronArg = int | tuple[int, ...] | Sequence[int] | np.ndarray | None
 
 
 # -- quadrature --------------------------------------------------------------------------------

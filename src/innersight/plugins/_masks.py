@@ -79,7 +79,7 @@ class Masks:
 
     def per_input(self, group_values: np.ndarray) -> list[list[float]]:
         """``(N, G_max)`` padded values -> one list of G_n values per input (for ``meta``)."""
-        return [row[:count].tolist() for row, count in zip(group_values, self.counts)]
+        return [row[:count].tolist() for row, count in zip(group_values, self.counts, strict=True)]
 
 
 def resolve_masks(feature_mask: Any, inputs: np.ndarray, *, grid: Any, segments: Any) -> Masks:
@@ -178,7 +178,8 @@ def _given(mask: Any, n: int, spatial: tuple[int, ...], image: bool) -> Masks:
     if arr.dtype.kind not in "iu":
         names = IMAGE_MASKS if image else VECTOR_MASKS
         raise InputError(
-            f"feature_mask must be an int array of labels (or one of {', '.join(map(repr, names))}), "
+            "feature_mask must be an int array of labels (or one of "
+            f"{', '.join(map(repr, names))}), "
             f"got dtype {arr.dtype}; convert with mask.astype(int)"
         )
     if arr.shape == spatial:

@@ -18,7 +18,7 @@ model's final token shape backwards, the first whose grid receives gradient for 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ __all__ = [
 
 MAX_PROBES = 24  # token layers tried, from the last, for a default on a token model
 
-ReshapeArg = Union[None, bool, Callable[[np.ndarray], np.ndarray]]
+ReshapeArg = bool | Callable[[np.ndarray], np.ndarray] | None
 
 
 def check_reshape(reshape: Any) -> None:

@@ -24,7 +24,7 @@ the batch size does not change the result.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +53,7 @@ from innersight.plugins._layer_attr import (
 )
 from innersight.plugins._presets import only_set
 
-BaselineArg = Union[float, str, np.ndarray]
+BaselineArg = float | str | np.ndarray
 KIND = "layer_attribution"
 PRESET_STEPS = {"report": 16, "quick": 8}
 
@@ -148,7 +148,7 @@ class LayerConductance(Technique):
 
         def chunk(batch: np.ndarray, owner: np.ndarray, step: np.ndarray) -> np.ndarray:
             scores, acts, grads = call(batch, objectives.Logit(targets[owner]))
-            for row, (i, k) in enumerate(zip(owner, step)):
+            for row, (i, k) in enumerate(zip(owner, step, strict=True)):
                 flow.add(int(i), int(k), np.asarray(acts[row]), np.asarray(grads[row]))
             return np.asarray(scores, np.float64)
 

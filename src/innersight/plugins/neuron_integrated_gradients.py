@@ -18,7 +18,7 @@ Every path point streams through :class:`~innersight.core.BatchPlanner` (one
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from innersight.plugins._layer_attr import (
 from innersight.plugins._presets import only_set
 from innersight.plugins.neuron_gradient import neuron_of, neuron_param
 
-BaselineArg = Union[float, str, np.ndarray]
+BaselineArg = float | str | np.ndarray
 PRESET_STEPS = {"report": 16, "quick": 8}
 
 
@@ -108,7 +108,7 @@ class NeuronIntegratedGradients(Technique):
         def chunk(batch: np.ndarray, owner: np.ndarray, step: np.ndarray) -> np.ndarray:
             values, grads = model.value_and_grad(batch, objectives.Neuron(choice.tap, flat[owner]))
             g = np.asarray(grads, np.float64)
-            for row, (i, k) in enumerate(zip(owner, step)):
+            for row, (i, k) in enumerate(zip(owner, step, strict=True)):
                 if weights[k]:
                     total[i] += weights[k] * g[row]
             return np.asarray(values, np.float64)

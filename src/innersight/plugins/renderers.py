@@ -330,7 +330,7 @@ def draw_thumbnails(
             chosen.append(int(i))
     shown = display_inputs(np.asarray(inputs)[chosen])
     zoom = 20.0 / max(shown.shape[1:3])  # about 20 px per thumbnail at 100 dpi
-    for img, i in zip(shown, chosen):
+    for img, i in zip(shown, chosen, strict=True):
         box = AnnotationBbox(
             OffsetImage(img, zoom=zoom, interpolation="nearest"),
             tuple(points[i]),

@@ -93,7 +93,7 @@ def canonicalize(ops: Sequence[Op]) -> list[Op]:
 def same_pads(size: Shape, kernel: Shape, strides: Shape, dilation: Shape = (1, 1)) -> Shape:
     """Keras/TensorFlow ``padding="same"`` as ``(top, bottom, left, right)`` for ``size``."""
     pads: list[int] = []
-    for n, k, s, d in zip(size, kernel, strides, dilation):
+    for n, k, s, d in zip(size, kernel, strides, dilation, strict=True):
         out = -(-n // s)
         total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
         pads += [total // 2, total - total // 2]
@@ -104,7 +104,7 @@ def conv_out(size: Shape, kernel: Shape, strides: Shape, dilation: Shape, pads: 
     """Spatial output size of a conv/pool window with explicit (t, b, l, r) padding."""
     return tuple(
         (n + pads[2 * i] + pads[2 * i + 1] - d * (k - 1) - 1) // s + 1
-        for i, (n, k, s, d) in enumerate(zip(size, kernel, strides, dilation))
+        for i, (n, k, s, d) in enumerate(zip(size, kernel, strides, dilation, strict=True))
     )
 
 
@@ -205,7 +205,7 @@ def _pool_shape(op: Op, shape: Shape, chain: Chain) -> Shape:
     if a.pop("ceil_mode", False):
         ceil = tuple(
             -(-(n + a["pads"][2 * i] + a["pads"][2 * i + 1] - k) // s) + 1
-            for i, (n, k, s) in enumerate(zip(shape[:2], a["size"], a["strides"]))
+            for i, (n, k, s) in enumerate(zip(shape[:2], a["size"], a["strides"], strict=True))
         )
         if ceil != out:
             raise unsupported(

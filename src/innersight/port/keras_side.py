@@ -1,4 +1,5 @@
-"""Reading a Keras 3 Sequential/Functional chain (nested Sequentials flattened) into the neutral chain."""
+"""Reading a Keras 3 Sequential/Functional chain (nested Sequentials flattened) into the
+neutral chain."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def layer_map(src: Any, dst: Any, *, input_shape: Any = None) -> dict[str, str]:
                 "(or layer_b=...) to compare them"
             )
     out: dict[str, str] = {}
-    for op_a, op_b, reordered in zip(a.ops, b.ops, _reordered(a)):
+    for op_a, op_b, reordered in zip(a.ops, b.ops, _reordered(a), strict=True):
         if reordered:
             continue
         for stage in STAGES:

@@ -3,7 +3,8 @@
 One op becomes one or more modules, named after the source layer: a fused activation is a
 separate module ``<name>_<activation>`` (``conv1`` -> ``conv1``, ``conv1_relu``); asymmetric
 padding (Keras' ``"same"`` with an even kernel, or at stride 2 on an even input) is a
-``ZeroPad2d`` named ``<name>_pad`` before it; a global average pool that flattens is ``AdaptiveAvgPool2d(1)`` then a
+``ZeroPad2d`` named ``<name>_pad`` before it; a global average pool that flattens is
+``AdaptiveAvgPool2d(1)`` then a
 ``Flatten`` named ``<name>_flatten`` (unless the source named its Flatten). Reading the result
 back folds exactly these names, so a round trip restores the original layers.
 """
@@ -43,7 +44,7 @@ def build_torch(chain: Chain) -> Any:
     used: set[str] = set()
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     loads: list[tuple[nn.Module, dict[str, np.ndarray]]] = []
-    for i, (op, hwc) in enumerate(zip(chain.ops, chain.flattened())):
+    for i, (op, hwc) in enumerate(zip(chain.ops, chain.flattened(), strict=True)):
         for name, module, weights in _modules(op, chain, i, hwc, used):
             modules[name] = module
             if weights:

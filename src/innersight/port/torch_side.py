@@ -59,7 +59,7 @@ def read_torch(module: Any, input_shape: tuple[int, ...]) -> Chain:
     chain.resolve()
     for i, op in enumerate(chain.ops):
         _check_softmax_dim(op, chain, len(chain.in_shape(i)))
-    for op, hwc in zip(chain.ops, chain.flattened()):
+    for op, hwc in zip(chain.ops, chain.flattened(), strict=True):
         if hwc is not None and op.kind in ("dense", "bn"):
             _from_torch_order(op, hwc)
     return chain

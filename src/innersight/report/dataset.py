@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["METRICS", "dataset_report", "dataset_view", "worst_rows"]
 
-Metric = Union[str, Callable[[np.ndarray], np.ndarray]]
+Metric = str | Callable[[np.ndarray], np.ndarray]
 METRICS = ("score", "wrong", "entropy")
 MAP_POINTS = 5000
 
@@ -49,7 +49,9 @@ def _badness(batch: dict[str, np.ndarray], metric: Metric) -> np.ndarray:
         return -batch["score"].astype(np.float64)
     if metric == "entropy":
         return _entropy(batch["values"])
-    wrong = np.asarray([str(lab) != str(p) for lab, p in zip(batch["label"], batch["prediction"])])
+    wrong = np.asarray(
+        [str(lab) != str(p) for lab, p in zip(batch["label"], batch["prediction"], strict=True)]
+    )
     return wrong * 1e12 - batch["score"].astype(np.float64)
 
 
@@ -103,7 +105,7 @@ def _classes(run: DatasetRun) -> list[tuple[str, int, int, int | None]]:
         if labelled:
             t = [str(v) for v in batch["label"]]
             lab.update(t)
-            right.update(a for a, b in zip(t, p) if a == b)
+            right.update(a for a, b in zip(t, p, strict=True) if a == b)
     names = sorted(set(pred) | set(lab), key=lambda s: (len(s), s))
     return [(n, pred[n], lab[n], right[n] if labelled else None) for n in names]
 

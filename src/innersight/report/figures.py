@@ -43,7 +43,7 @@ def figure(image: np.ndarray, caption: str) -> Figure:
 def input_figures(x: np.ndarray, captions: list[str]) -> list[Figure]:
     """One thumbnail per input, each scaled to its own min..max."""
     shown = as_rgb(to_uint8(normalise(np.asarray(x), "per_map")))
-    return [figure(upscale(img, THUMB), cap) for img, cap in zip(shown, captions)]
+    return [figure(upscale(img, THUMB), cap) for img, cap in zip(shown, captions, strict=True)]
 
 
 def explanation_figures(ex: Explanation) -> tuple[list[Figure], list[Figure]]:

@@ -200,12 +200,13 @@ def _inputs(report: Report) -> str:
         cells = "".join(f"<td>{esc('' if lab is None else lab)}</td>" for lab in labels)
         rows.append(f"<tr><th>label</th>{cells}</tr>")
     for key, preds in report.predictions.items():
-        cells = "".join(_prediction(pred, label) for pred, label in zip(preds, labels))
+        cells = "".join(_prediction(pred, label) for pred, label in zip(preds, labels, strict=True))
         rows.append(f"<tr><th>{esc(key)}</th>{cells}</tr>")
     source = {p.probabilities_from for preds in report.predictions.values() for p in preds[:1]}
     return (
         '<section id="inputs"><h2>Inputs and predictions</h2>'
-        f'<p class="meta">Top-3 classes per model; probabilities from {esc(", ".join(sorted(source)))}.'
+        '<p class="meta">Top-3 classes per model; probabilities from '
+        f"{esc(', '.join(sorted(source)))}."
         "</p>"
         f'<div class="scroll"><table class="preds">{"".join(rows)}</table></div></section>'
     )
@@ -238,7 +239,8 @@ def _run(run: Run) -> str:
     timing = f'<p class="meta">{run.seconds:.2f} s</p>'
     params = f"<details><summary>parameters</summary>{table(sorted(run.params.items()))}</details>"
     if run.status == ERROR:
-        return f'<div class="card">{head}{timing}<pre class="error">{esc(run.message)}</pre>{params}</div>'
+        error = f'<pre class="error">{esc(run.message)}</pre>'
+        return f'<div class="card">{head}{timing}{error}{params}</div>'
     facts = table(run.facts.items()) if run.facts else ""
     figs = "".join(img(f) for f in run.figures)
     details = "".join(

@@ -224,7 +224,8 @@ def check_state_preserved(
     the model is unchanged (weights, hooks, training flags, requires_grad, ``.grad``, layer
     list, attributes). Then, for ``RuntimeError`` and ``KeyboardInterrupt`` raised inside the
     forward pass by ``inject`` (default: :func:`default_injector`), on a FRESH adapter from
-    ``make_adapter`` (default: a new adapter from the plugin manager, bypassing ``wrap``'s cache): the error surfaces (KeyboardInterrupt
+    ``make_adapter`` (default: a new adapter from the plugin manager, bypassing ``wrap``'s
+    cache): the error surfaces (KeyboardInterrupt
     as itself), and the model is unchanged apart from the injector's own hook while it is
     active, and entirely once it is removed. ``inject=False`` skips the forced errors.
     """

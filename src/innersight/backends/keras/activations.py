@@ -1,4 +1,5 @@
-"""Which nonlinear activations of a Keras (sub-)model keep their plain gradient under a ReLU override.
+"""Which nonlinear activations of a Keras (sub-)model keep their plain gradient under a ReLU
+override.
 
 Guided backpropagation and the deconvnet change the backward pass of ReLUs only (see
 :mod:`.relu`); every other nonlinearity (``silu``/swish, ``gelu``, ``hard_silu``/hard-swish,

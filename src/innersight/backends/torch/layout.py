@@ -32,7 +32,8 @@ as in Captum's tutorial CIFAR net and many user models), the channels_last view 
 convolutions return channels_last activations and ``view`` fails. The adapter then falls back,
 once and for good, to a contiguous NCHW copy (``contiguous=True`` here: a clone, so that even
 one-channel inputs get true NCHW strides, which ``.contiguous()`` leaves as they are because
-a size-1 axis makes the view count as contiguous) and re-runs the pass: such models always work, at the speed of contiguous NCHW.
+a size-1 axis makes the view count as contiguous) and re-runs the pass: such models always
+work, at the speed of contiguous NCHW.
 
 Activations and outputs: rank-4 tensors are converted from the layout :mod:`.detect` found for
 them (NCHW -> NHWC; NHWC as is) and returned as channels-last numpy; other ranks are returned

@@ -2,7 +2,8 @@
 :func:`innersight.core.objectives.evaluate` (which is the specification the tests check against).
 
 Rank-4 tensors arrive as NCHW (a layer that returns NHWC tensors is handed over as an NCHW view,
-see :func:`.layout.as_nchw`); indices are given channels-last, so they are converted here: a Channel index picks axis 1 of an NCHW tensor, a flat Neuron index is unravelled
+see :func:`.layout.as_nchw`); indices are given channels-last, so they are converted here: a
+Channel index picks axis 1 of an NCHW tensor, a flat Neuron index is unravelled
 over the channels-last sample shape (H, W, C) and applied as (c, h, w).
 """
 
