@@ -83,16 +83,13 @@ class Technique:
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The keyword-only parameters of ``explain`` by name, then the common ones
         (:data:`COMMON_PARAMETERS`) it does not declare."""
-        sig = inspect.signature(self.explain)
-        own = {
-            p.name: p for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        own = _own_parameters(type(self))
         return {**own, **{k: v for k, v in COMMON_PARAMETERS.items() if k not in own}}
 
     def own_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` without the common parameters ``explain`` does not declare."""
-        sig = inspect.signature(self.explain).parameters
-        return {k: v for k, v in params.items() if k in sig or k not in COMMON_PARAMETERS}
+        declared = _declared_names(type(self))
+        return {k: v for k, v in params.items() if k in declared or k not in COMMON_PARAMETERS}
 
     def run(self, model: ModelAdapter, inputs: Any, **params: Any) -> Explanation:
         """``explain`` with the common parameters it does not declare left out."""
@@ -106,6 +103,27 @@ class Technique:
 
     def __repr__(self) -> str:
         return f"<Technique {self.name!r}: {self.summary}>"
+
+
+_SIGNATURES: dict[type, inspect.Signature] = {}
+
+
+def _signature(cls: type) -> inspect.Signature:
+    """``inspect.signature(cls.explain)``, looked up once per class (``inspect`` is slow
+    enough to matter per call)."""
+    sig = _SIGNATURES.get(cls)
+    if sig is None:
+        sig = _SIGNATURES[cls] = inspect.signature(cls.explain)  # type: ignore[attr-defined]
+    return sig
+
+
+def _declared_names(cls: type) -> frozenset[str]:
+    return frozenset(_signature(cls).parameters)
+
+
+def _own_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = _signature(cls).parameters.values()
+    return {p.name: p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 @dataclass(repr=False)

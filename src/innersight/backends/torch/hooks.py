@@ -76,15 +76,18 @@ class Hook:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode for the duration; each ``training`` flag restored after."""
-    flags = [(m, m.training) for m in model.modules()]
+    """Every module in eval mode for the duration; each ``training`` flag restored after.
+
+    Only modules in training mode are touched (``nn.Module.__setattr__`` is slow enough to
+    matter per call on a model already in eval mode, the usual case)."""
+    training = [m for m in model.modules() if m.training]
     try:
-        for m, _ in flags:
+        for m in training:
             m.training = False
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m in training:
+            m.training = True
 
 
 @contextmanager
