@@ -346,9 +346,9 @@ class InnersightPluginManager:
         raise BackendNotFoundError(
             "no backend accepts a model of type "
             f"{type(model).__module__}.{type(model).__qualname__}; installed backends: "
-            f"{', '.join(backends) or 'none'}. Pass a torch nn.Module or a built "
-            "Keras 3 model (pip install 'innersight[torch]' or 'innersight[keras]'), or install a "
-            "backend plugin for your framework"
+            f"{', '.join(backends) or 'none'}. Pass a torch nn.Module, a built Keras 3 model "
+            "(pip install 'innersight[torch]' or 'innersight[keras]') or a Python function from "
+            "a numpy batch to scores, or install a backend plugin for your framework"
         )
 
 
