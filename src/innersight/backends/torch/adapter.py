@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -218,7 +218,7 @@ class TorchAdapter(GradientPasses, BaseAdapter):
         layout = table.get(id(module))
         if layout is None:
             raise unknown_layout(tap, self.name, shape, "receives" if layer else "returns")
-        return cast(str, layout)
+        return layout
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
@@ -335,7 +335,8 @@ class TorchAdapter(GradientPasses, BaseAdapter):
         """Keep the probe of a complete pass, with the layouts it implies."""
         if self._probe is not None or probe is None:
             return
-        outputs, inputs = {}, {}
+        outputs: dict[int, str] = {}
+        inputs: dict[int, str] = {}
         for name, layout in self.options.layer_layouts:
             layer = is_input_tap(name)
             (inputs if layer else outputs)[id(self._modules[layer or name])] = layout

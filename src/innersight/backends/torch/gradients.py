@@ -43,7 +43,10 @@ class GradientPasses:
     if TYPE_CHECKING:
         model: nn.Module
         options: TorchOptions
-        name: str
+
+        @property
+        def name(self) -> str: ...
+
         last_relu_report: ReluReport | None
         _modules: dict[str, nn.Module]
         _probe: Probe | None

@@ -69,7 +69,7 @@ class _Program:
     tail: list[fx.Node]
     logits: fx.Node | None
     stop: str | None
-    sources: dict[int, list[tuple[int, ...]]] = field(default_factory=dict)  # node -> pads
+    sources: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)  # node -> pads
     frontier: list[int] = field(default_factory=list)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,7 @@ def _module_op(
         return f"{what}: called with several arguments"
     in_shape, out_shape = shapes[reads[0]], shapes[node]
     kind = type(m)
-    if kind is nn.Conv2d:
+    if isinstance(m, nn.Conv2d) and kind is nn.Conv2d:
         return _conv(node, m, in_shape, what)
     if kind in (nn.MaxPool2d, nn.AvgPool2d):
         return _pool(node, m, in_shape, out_shape, what)
@@ -142,7 +143,7 @@ def _pool(
         floor = [(in_shape[2 + a] + 2 * p[a] - k[a]) // s[a] + 1 for a in (0, 1)]
         if (any(p) and not m.count_include_pad) or list(out_shape[2:]) != floor:
             return f"{what}: padding left out of the mean, or ceil_mode partial windows"
-        divisor = m.divisor_override
+        divisor = cast(Optional[int], m.divisor_override)  # noqa: UP045 (a runtime cast)
 
         def run(crop: torch.Tensor) -> torch.Tensor:
             return F.avg_pool2d(crop, k, s, 0, False, True, divisor)

@@ -86,7 +86,10 @@ class Session:
             (n - 1) * op.stride[a] + (op.kernel[a] - 1) * op.dilation[a] + 1
             for a, n in enumerate(size)
         )
-        as_tensor = lambda v: torch.tensor(v, dtype=torch.int64, device=self.device)  # noqa: E731
+
+        def as_tensor(v: Any) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.int64, device=self.device)
+
         return as_tensor(op.stride), as_tensor(pads[:2]), (crop[0], crop[1])
 
     def _cache(self, x_np: np.ndarray) -> dict[tuple[int, tuple[Any, ...]], torch.Tensor]:
@@ -127,7 +130,8 @@ class Session:
         self, img: torch.Tensor, st: list[torch.Tensor], patches: np.ndarray
     ) -> list[torch.Tensor]:
         """Every prefix node's recomputed region, (B, C, h, w) at ``st[node]``."""
-        program, regions = self.program, []
+        program = self.program
+        regions: list[torch.Tensor] = []
         for i, op in enumerate(program.ops):
             if op.op == "input":
                 value = to_tensor(patches, "NCHW", self.device, self.dtype)
