@@ -58,6 +58,7 @@ EXECUTED: dict[str, tuple[str, ...]] = {
     "keras-backends.md": ("keras", "sklearn"),
     "dataset.md": ("torch", "sklearn", "pyarrow", "openTSNE", "pandas", "matplotlib"),
     "backends-function.md": ("torch", "sklearn"),
+    "inputs.md": ("torch", "captum"),
 }
 
 #: Environment variables that change which plugins load; unset while a page runs.

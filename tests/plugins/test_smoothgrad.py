@@ -201,6 +201,7 @@ def test_progress_false_is_silent_and_callback_counts(capfd, images, small_weigh
             r"reduce_channels='sum' is unknown; use 'max', 'mean' or None",
         ),
         ({"batch_size": 0}, r"batch_size must be a positive int or 'auto', got 0"),
+        ({"stdev": -1.0}, r"stdev must be a finite number >= 0, got -1\.0; pass e\.g\. stdev=0\.1"),
     ],
 )
 def test_bad_parameters_are_reported(params, message, images, small_weights):
@@ -211,3 +212,61 @@ def test_bad_parameters_are_reported(params, message, images, small_weights):
 
 def test_conformance(small, images):
     check_technique("smoothgrad", ins.wrap(small), images[:3], samples=4)
+
+
+def _absolute_loop(adapter, x: np.ndarray, stdev: float, samples: int, seed: int) -> np.ndarray:
+    """Mean |gradient| over the documented copies x + stdev * N(0, 1) (rng [seed, i, k])."""
+    targets = adapter.predict_classes(x)
+    out = np.zeros(x.shape)
+    for i in range(len(x)):
+        for k in range(samples):
+            noise = stdev * np.random.default_rng([seed, i, k]).standard_normal(x.shape[1:])
+            copy = (x[i] + noise.astype(np.float32))[None]
+            grad = adapter.value_and_grad(copy, ins.objectives.Logit(int(targets[i])))[1][0]
+            out[i] += np.abs(grad.astype(np.float64)) / samples
+    return out
+
+
+def test_absolute_stdev_noises_a_constant_input_that_relative_noise_leaves_alone(small, images):
+    """A constant image has range 0: noise=0.2 adds nothing (saliency), stdev=0.2 adds the
+    same noise to every input, as the loop over the documented draws does."""
+    adapter = ins.wrap(small)
+    x = np.stack([np.full(images.shape[1:], 0.5, np.float32), images[1]])
+    run = {"samples": 5, "seed": 4, "reduce_channels": None}
+    relative = ins.explain("smoothgrad", adapter, x, noise=0.2, **run)
+    plain = ins.explain("saliency", adapter, x[:1], reduce_channels=None)
+    np.testing.assert_allclose(relative.values[0], plain.values[0], rtol=1e-6, atol=1e-8)
+    absolute = ins.explain("smoothgrad", adapter, x, stdev=0.2, **run)
+    assert absolute.meta["sigma"] == [0.2, 0.2]
+    assert absolute.params["stdev"] == 0.2 and absolute.params["noise"] is None
+    want = _absolute_loop(adapter, x, 0.2, 5, 4)
+    np.testing.assert_allclose(absolute.values, want, rtol=1e-5, atol=1e-7)
+    assert np.abs(absolute.values[0] - plain.values[0]).max() > 1e-4
+
+
+def test_one_feature_inputs_get_absolute_noise():
+    """(N, 1) inputs: a single feature has range 0 in every input; stdev still smooths."""
+    w = np.array([[1.0, -2.0]], np.float32)
+    net = ReferenceNetwork([Dense("fc", w, np.zeros(2, np.float32))], (1,))
+    adapter = ReferenceAdapter(net)
+    x = np.array([[0.3], [-1.0]], np.float32)
+    ex = ins.explain("smoothgrad", adapter, x, target=1, stdev=0.5, samples=3, progress=False)
+    assert ex.meta["sigma"] == [0.5, 0.5]
+    np.testing.assert_allclose(ex.values, [[2.0], [2.0]])  # linear: |w| whatever the noise
+    relative = ins.explain("smoothgrad", adapter, x, target=1, samples=3, progress=False)
+    assert relative.meta["sigma"] == [0.0, 0.0]  # the range of one feature is 0
+
+
+def test_noise_and_stdev_together_are_refused_and_either_alone_works(images, small_weights):
+    ref = ReferenceAdapter.from_weights(small_weights)
+    with pytest.raises(
+        ins.InputError,
+        match=r"smoothgrad takes noise \(relative to each input's range\) or stdev \(absolute\), "
+        r"not both; got noise=0\.1 and stdev=0\.3: drop one, e\.g\. stdev=0\.3",
+    ):
+        ins.explain("smoothgrad", ref, images, noise=0.1, stdev=0.3)
+    for one in ({"stdev": 0.3}, {"noise": 0.1}):
+        ex = ins.explain("smoothgrad", ref, images, samples=2, progress=False, **one)
+        assert ex.params["stdev" if "stdev" in one else "noise"] == pytest.approx(
+            next(iter(one.values()))
+        )

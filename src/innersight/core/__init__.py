@@ -7,7 +7,7 @@ Plugins import from here::
 
 from __future__ import annotations
 
-from innersight.core import baselines, objectives, presets, validate
+from innersight.core import baselines, objectives, presets, targets, validate
 from innersight.core.adapter import (
     LOGITS,
     BaseAdapter,
@@ -47,6 +47,7 @@ from innersight.core.manager import get_plugin_manager
 from innersight.core.markers import hookimpl, hookspec
 from innersight.core.presets import PROFILES, PresetContext
 from innersight.core.render import Renderer
+from innersight.core.targets import Targets, resolve_targets
 from innersight.core.technique import (
     COMMON_PARAMETERS,
     Explanation,
@@ -84,6 +85,7 @@ __all__ = [
     "Progress",
     "ProgressArg",
     "Renderer",
+    "Targets",
     "Technique",
     "TechniqueNotFoundError",
     "baselines",
@@ -106,6 +108,8 @@ __all__ = [
     "require_capabilities",
     "resolve_baseline",
     "resolve_target",
+    "resolve_targets",
     "shaped_layers",
+    "targets",
     "validate",
 ]

@@ -28,11 +28,11 @@ from innersight.core import (
     LayerInfo,
     ModelAdapter,
     missing_capabilities,
-    objectives,
-    resolve_target,
+    resolve_targets,
     shaped_layers,
     validate,
 )
+from innersight.core.targets import Targets
 from innersight.plugins._layers import (
     Choice,
     describe,
@@ -83,11 +83,12 @@ def choose_layer(
     inputs: np.ndarray,
     layer: str | None,
     reshape: ReshapeArg,
-    targets: np.ndarray | None = None,
+    targets: Targets | np.ndarray | None = None,
 ) -> Choice:
     """The given layer, else Grad-CAM's default (:func:`~innersight.plugins.grad_cam.
-    default_layer`). ``targets`` (None for class-agnostic techniques: the first input's
-    predicted class) only matter on token models, where the default probes gradients."""
+    default_layer`). ``targets`` (None for class-agnostic techniques, and a Custom score: the
+    first input's predicted class) only matter on token models, where the default probes
+    gradients (an array of classes works as well)."""
     if layer is not None:
         return Choice(layer, layer, "given")
     tokens = _token_layers(model, inputs, reshape)
@@ -101,6 +102,8 @@ def choose_layer(
             f"token layer whose patch tokens receive gradient: the last token layer, "
             f"{describe(info, name)}",
         )
+    if isinstance(targets, Targets):
+        targets = None if targets.is_custom else targets.classes
     if targets is None:
         targets = (
             np.asarray(model.predict_classes(inputs[:1]), np.int64)
@@ -128,14 +131,14 @@ def gradient_grids(
     name: str,
     model: ModelAdapter,
     inputs: np.ndarray,
-    targets: np.ndarray,
+    targets: Targets,
     choice: Choice,
     reshape: ReshapeArg,
 ) -> tuple[np.ndarray, Grids]:
     """``(scores (N,), (acts, grads, how))`` of the target logits at the chosen layer: one
     ``layer_value_and_grad`` call for the whole batch."""
     scores, acts, grads = model.layer_value_and_grad(  # type: ignore[attr-defined]
-        inputs, objectives.Logit(targets), choice.tap
+        inputs, targets.objective(), choice.tap
     )
     grid = as_grid(
         np.asarray(acts, np.float64), np.asarray(grads, np.float64), reshape, choice.name
@@ -175,12 +178,12 @@ def not_spatial(
 
 
 def cam_params(
-    layer: str, targets: np.ndarray | None, relu: bool, reshape: ReshapeArg
+    layer: str, targets: Targets | None, relu: bool, reshape: ReshapeArg
 ) -> dict[str, Any]:
     """The ``params`` Grad-CAM records, for the same arguments (``target`` where there is one)."""
     params: dict[str, Any] = {"layer": layer}
     if targets is not None:
-        params["target"] = targets.tolist()
+        params["target"] = targets.for_meta()
     params["relu"] = relu
     if reshape is not None:  # as Grad-CAM: the default is left out
         params["reshape"] = bool(reshape) if isinstance(reshape, (bool, np.bool_)) else "callable"
@@ -229,13 +232,13 @@ def gradient_cam(
     """A CAM from one layer's activations and gradients (Grad-CAM++, Layer-CAM):
     ``combine(acts, grads)`` gives the (N, h, w) map, rectified here when ``relu``."""
     relu = check_arguments(technique, inputs, layer, relu, reshape)
-    targets = resolve_target(model, inputs, target)
+    targets = resolve_targets(model, inputs, target)
     choice = choose_layer(model, inputs, layer, reshape, targets)
     scores, (acts, grads, how) = gradient_grids(technique, model, inputs, targets, choice, reshape)
     cam, extra = combine(acts, grads)
     if relu:
         cam = np.maximum(cam, 0.0)
-    meta = {"target": targets.tolist(), "score": scores.tolist(), **extra}
+    meta = {"target": targets.for_meta(), "score": scores.tolist(), **extra}
     params = cam_params(choice.name, targets, relu, reshape)
     return cam_explanation(technique, inputs, cam, choice, how, params, meta)
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import LOGITS, LayerNotFoundError, ModelAdapter
+from innersight.core.targets import Targets
 
 __all__ = [
     "chunk_seed",
@@ -21,6 +22,7 @@ __all__ = [
     "logit_scores",
     "override_message",
     "relu_report_copy",
+    "target_scores",
 ]
 
 
@@ -46,6 +48,17 @@ def logit_scores(model: ModelAdapter, x: np.ndarray, targets: np.ndarray) -> np.
     return rows[np.arange(len(x)), targets]
 
 
+def target_scores(model: ModelAdapter, x: np.ndarray, targets: Targets) -> np.ndarray | None:
+    """``(N,)`` float64 target scores (classes or a Custom score) of ``x``, as the objectives
+    see them (the adapter's :data:`~innersight.core.LOGITS` tap), or None when the adapter
+    serves no such tap."""
+    try:
+        logits = model.forward(x, taps=[LOGITS]).activations[LOGITS]
+    except (LayerNotFoundError, KeyError):
+        return None
+    return targets.scores(np.asarray(logits, dtype=np.float64))
+
+
 def completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict[str, float]]:
     """Per sample: the attributions' sum, the score difference they should add up to, and
     ``|sum - diff| / |diff|`` (the denominator floored at 1e-12), as integrated gradients
@@ -57,7 +70,7 @@ def completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict[
             "score_diff": float(d),
             "relative_error": float(abs(s - d) / max(abs(d), 1e-12)),
         }
-        for s, d in zip(sums, score_diff)
+        for s, d in zip(sums, score_diff, strict=True)
     ]
 
 

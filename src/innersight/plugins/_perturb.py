@@ -7,7 +7,8 @@ channels) from the input, 0 taking them from the baseline. The engine turns a st
 chunk (no Python loop over items, groups or pixels), and scores each chunk with ONE forward of
 the model, chunks sized under the memory budget by :class:`~innersight.core.BatchPlanner`.
 
-Scores: the target's logit, read from the adapter's :data:`~innersight.core.LOGITS` tap (on a
+Scores: the target's logit (or the user's score function of the scores, on numpy arrays:
+:mod:`innersight.core.targets`), read from the adapter's :data:`~innersight.core.LOGITS` tap (on a
 model ending in softmax/sigmoid, its pre-activation: the score saliency, Grad-CAM and occlusion's
 default ``score="logit"`` explain); an adapter that serves no such tap is scored on its outputs.
 ``meta["score_source"]`` says which.
@@ -32,11 +33,11 @@ from innersight.core import (
     ModelAdapter,
     PresetContext,
     bytes_per_sample,
-    objectives,
     resolve_baseline,
-    resolve_target,
+    resolve_targets,
     validate,
 )
+from innersight.core.targets import Targets
 from innersight.plugins._masks import Masks, resolve_masks
 
 __all__ = [
@@ -72,7 +73,7 @@ class Problem:
         inputs: ``(N, P, C)`` float32 view of the inputs (P pixels of C channels; C=1 for vectors).
         base: the baseline, shaped like ``inputs``.
         masks: the feature groups.
-        targets: ``(N,)`` int64 target classes.
+        targets: the target classes, or the user's score function.
         shape: the inputs' own shape ``(N, H, W, C)`` or ``(N, F)``.
         batch_size: perturbed inputs per forward, or ``"auto"``.
     """
@@ -80,7 +81,7 @@ class Problem:
     inputs: np.ndarray
     base: np.ndarray
     masks: Masks
-    targets: np.ndarray
+    targets: Targets
     shape: tuple[int, ...]
     batch_size: int | str
 
@@ -111,7 +112,7 @@ def prepare(
         )
     base = resolve_baseline(baseline, inputs)
     n, p = len(inputs), int(np.prod(masks.spatial))
-    targets = resolve_target(model, inputs, target)
+    targets = resolve_targets(model, inputs, target)
     return Problem(
         inputs.reshape(n, p, -1),
         base.reshape(n, p, -1),
@@ -180,7 +181,7 @@ class Scorer:
             batch = np.where(keep[..., None], p.inputs[img], p.base[img])
             self._sizes[stop - start] += 1
             scores = self._scores(batch.reshape(len(img), *p.shape[1:]))
-            return objectives.evaluate(objectives.Logit(p.targets[img]), scores, {})
+            return p.targets.scores(scores, img)
 
         self.items += len(owner)
         planner = BatchPlanner(max_batch=max(CANDIDATES), candidates=CANDIDATES)
@@ -205,7 +206,7 @@ class Scorer:
         }
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
-        """(B, K) float64: the LOGITS tap where served, else the outputs."""
+        """(B, ...) float64: the LOGITS tap where served, else the outputs."""
         if self._tap:
             try:
                 result = self.model.forward(x, taps=[LOGITS])
@@ -213,12 +214,13 @@ class Scorer:
                 self._tap, self._tap_missing = False, True
             else:
                 self.forwards += 1
-                logits, outputs = _rows(result.activations[LOGITS]), _rows(result.outputs)
-                if logits.shape != outputs.shape or not np.array_equal(logits, outputs):
+                logits = np.asarray(result.activations[LOGITS], dtype=np.float64)
+                outputs = _rows(result.outputs)
+                if logits.size != outputs.size or not np.array_equal(_rows(logits), outputs):
                     self._pre_activation = True
                 return logits
         self.forwards += 1
-        return _rows(self.model.forward(x).outputs)
+        return np.asarray(self.model.forward(x).outputs, dtype=np.float64)
 
     def _source(self) -> str:
         if self._pre_activation:
@@ -240,7 +242,7 @@ def explanation(
 ) -> Explanation:
     """The ``heatmap`` Explanation of a perturbation technique: ``group_values`` (N, G_max)
     broadcast to the pixels, with the parameters and facts every one of them records."""
-    targets = problem.targets.tolist()
+    targets = problem.targets.for_meta()
     return Explanation(
         technique=technique,
         kind="heatmap",

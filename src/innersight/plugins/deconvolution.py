@@ -23,9 +23,9 @@ from innersight.core import (
     PresetContext,
     Technique,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
 )
+from innersight.core.targets import TargetArg
 from innersight.plugins._gradients import override_message, relu_report_copy
 
 
@@ -46,15 +46,16 @@ class Deconvolution(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
     ) -> Explanation:
         """Backpropagate the target's score with every ReLU passing only positive gradient.
 
         Args:
-            target: class per sample (an int, one int per sample, or None: the predicted class).
+            target: class per sample (an int, one int per sample, or None: the predicted class),
+                or a score function of the scores (see ``innersight.core.targets``).
         """
-        targets = resolve_target(model, inputs, target)
-        scores, grads = model.value_and_grad(inputs, objectives.Logit(targets), relu="deconv")
+        targets = resolve_targets(model, inputs, target)
+        scores, grads = model.value_and_grad(inputs, targets.objective(), relu="deconv")
         report = getattr(model, "last_relu_report", None)
         message = override_message(report, model, self.name, "deconvnet")
         if message is not None:
@@ -64,9 +65,9 @@ class Deconvolution(Technique):
             kind="heatmap",
             values=np.asarray(grads, dtype=np.float32),
             inputs=inputs,
-            params={"target": targets.tolist()},
+            params={"target": targets.for_meta()},
             meta={
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "score": np.asarray(scores).tolist(),
                 "relu_report": relu_report_copy(report),
             },

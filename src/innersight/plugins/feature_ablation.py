@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import Explanation, ModelAdapter, PresetContext, Technique, hookimpl
+from innersight.core.targets import TargetArg
 from innersight.plugins._perturb import (
     Problem,
     Scorer,
@@ -51,7 +52,7 @@ class FeatureAblation(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         feature_mask: str | np.ndarray | None = None,
         grid: int | tuple[int, int] = 8,
         segments: int = 50,
@@ -60,7 +61,9 @@ class FeatureAblation(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
         """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        target: class per sample (an int, one int per sample, or None: the predicted class),
+            or a score function of the scores, called on numpy arrays (see
+            ``innersight.core.targets``).
         feature_mask: the feature groups: None (a grid for images, every feature alone for
             vectors), "grid", "slic" (superpixels; needs scikit-image), "pixels", "features",
             or an int label array (H, W) / (N, H, W), or (F,) / (N, F) for vectors.

@@ -35,11 +35,11 @@ from innersight.core import (
     Technique,
     hookimpl,
     layer_gradient_adapter,
-    objectives,
-    resolve_target,
+    resolve_targets,
     shaped_layers,
     validate,
 )
+from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._layers import (
     Choice,
     describe,
@@ -194,7 +194,7 @@ class GradCAM(Technique):
         inputs: np.ndarray,
         *,
         layer: str | None = None,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         relu: bool = True,
         reshape: ReshapeArg = None,
     ) -> Explanation:
@@ -207,7 +207,8 @@ class GradCAM(Technique):
                 layer whose patch tokens receive gradient; ``meta["layer_rule"]`` says which
                 and why.
             target: class per sample (an int, one int per sample, or None: the predicted
-                class).
+                class), or a score function of the scores (see ``innersight.core.targets``;
+                the default layer's probe of a token model then uses the predicted class).
             relu: keep only positive evidence (the paper); False gives the signed map.
             reshape: tokens (N, T, D) to a grid (N, h, w, D): None (auto: a square number of
                 tokens, or a square plus one class token, which is dropped), True (tokens
@@ -215,13 +216,14 @@ class GradCAM(Technique):
                 gradients.
         """
         relu = _check(inputs, layer, relu, reshape)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         if layer is None:
-            choice = default_layer(model, inputs, targets, reshape)
+            probe = targets.classes_or(model, inputs[:1])
+            choice = default_layer(model, inputs, probe, reshape)
         else:
             choice = Choice(layer, layer, "given")
         scores, acts, grads = layer_gradient_adapter(model, "grad_cam").layer_value_and_grad(
-            inputs, objectives.Logit(targets), choice.tap
+            inputs, targets.objective(), choice.tap
         )
         grid = as_grid(
             np.asarray(acts, np.float64), np.asarray(grads, np.float64), reshape, choice.name
@@ -233,8 +235,8 @@ class GradCAM(Technique):
         cam = np.einsum("nhwc,nc->nhw", acts, weights)
         if relu:
             cam = np.maximum(cam, 0.0)
-        meta = {"layer": choice.name, "layer_rule": choice.rule, "reshape": how}
-        meta.update(target=targets.tolist(), score=np.asarray(scores, np.float64).tolist())
+        meta: dict[str, Any] = {"layer": choice.name, "layer_rule": choice.rule, "reshape": how}
+        meta.update(target=targets.for_meta(), score=np.asarray(scores, np.float64).tolist())
         meta.update(
             cam=cam.astype(np.float32).tolist(), weights=weights.astype(np.float32).tolist()
         )
@@ -272,8 +274,8 @@ def _check(inputs: np.ndarray, layer: Any, relu: Any, reshape: Any) -> bool:
     return relu
 
 
-def _params(layer: str, targets: np.ndarray, relu: Any, reshape: ReshapeArg) -> dict[str, Any]:
-    params = {"layer": layer, "target": targets.tolist(), "relu": bool(relu)}
+def _params(layer: str, targets: Targets, relu: Any, reshape: ReshapeArg) -> dict[str, Any]:
+    params = {"layer": layer, "target": targets.for_meta(), "relu": bool(relu)}
     if reshape is not None:  # the default is left out, as before the option existed
         params["reshape"] = bool(reshape) if isinstance(reshape, (bool, np.bool_)) else "callable"
     return params

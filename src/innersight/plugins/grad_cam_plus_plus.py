@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import Explanation, ModelAdapter, PresetContext, Technique, hookimpl
+from innersight.core.targets import TargetArg
 from innersight.plugins._cam import gradient_cam
 from innersight.plugins._tokens import ReshapeArg
 
@@ -62,14 +63,15 @@ class GradCAMPlusPlus(Technique):
         inputs: np.ndarray,
         *,
         layer: str | None = None,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         relu: bool = True,
         reshape: ReshapeArg = None,
     ) -> Explanation:
         """Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        target: class per sample (an int, one int per sample, or None: the predicted class),
+            or a score function of the scores (see ``innersight.core.targets``).
         relu: keep only positive evidence (the paper); False gives the signed map.
         reshape: tokens (N, T, D) to a grid (N, h, w, D), as Grad-CAM's: None (auto), True,
             False or a callable applied to activations and gradients.

@@ -30,7 +30,7 @@ per chunk, and the sums are accumulated in float64 in a fixed order.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,16 +45,16 @@ from innersight.core import (
     bytes_per_sample,
     check_reduction,
     hookimpl,
-    objectives,
     resolve_baseline,
-    resolve_target,
+    resolve_targets,
     validate,
 )
 from innersight.core import reduce_channels as reduce_channels_of
-from innersight.plugins._gradients import completeness, copy_generator, logit_scores
+from innersight.core.targets import TargetArg, Targets
+from innersight.plugins._gradients import completeness, copy_generator, target_scores
 from innersight.plugins._presets import only_set
 
-BaselineArg = Union[float, str, np.ndarray]
+BaselineArg = float | str | np.ndarray
 REDUCTIONS = ("sum", "mean", None)
 
 
@@ -73,7 +73,7 @@ def draw(
     index = np.zeros(len(owner), np.int64)
     alpha = np.zeros(len(owner), np.float32)
     noise = np.zeros((len(owner), *shape), np.float32)
-    for row, (i, k) in enumerate(zip(owner, copy)):
+    for row, (i, k) in enumerate(zip(owner, copy, strict=True)):
         rng = copy_generator(seed, i, k)
         index[row] = rng.integers(count)
         alpha[row] = rng.random()
@@ -128,7 +128,7 @@ class GradientShap(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         baseline: BaselineArg = 0.0,
         n_samples: int = 25,
         stdevs: float = 0.0,
@@ -140,7 +140,8 @@ class GradientShap(Technique):
         """Average input x gradient over random baselines, path points and noise.
 
         Args:
-            target: class per sample (an int, one int per sample, or None: the predicted class).
+            target: class per sample (an int, one int per sample, or None: the predicted class),
+                or a score function of the scores (see ``innersight.core.targets``).
             baseline: the baseline distribution: an array (B, ...) of B baselines shared by every
                 input, or one baseline per input: a number (default 0.0), "zeros", "mean", "blur",
                 or an array shaped like one input.
@@ -157,7 +158,7 @@ class GradientShap(Technique):
         seed = validate.seed(seed)
         check_reduction(reduce_channels, REDUCTIONS)
         dist, shared = baseline_distribution(baseline, inputs)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         run = _Runner(model, inputs, dist, shared, targets, samples, std, seed)
         layer_shapes = [info.output_shape for info in model.layers()]
         BatchPlanner().map(
@@ -170,7 +171,7 @@ class GradientShap(Technique):
             desc=self.name,
         )
         attributions = (run.total / samples).astype(np.float32)
-        meta: dict[str, Any] = {"target": targets.tolist(), "seed": seed}
+        meta: dict[str, Any] = {"target": targets.for_meta(), "seed": seed}
         if run.diff is not None:
             meta["completeness"] = completeness(attributions, run.diff / samples)
         return Explanation(
@@ -179,7 +180,7 @@ class GradientShap(Technique):
             values=reduce_channels_of(attributions, reduce_channels),
             inputs=inputs,
             params={
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "baseline": baseline,
                 "n_samples": samples,
                 "stdevs": std,
@@ -199,7 +200,7 @@ class _Runner:
         inputs: np.ndarray,
         dist: np.ndarray,
         shared: bool,
-        targets: np.ndarray,
+        targets: Targets,
         samples: int,
         std: float,
         seed: int,
@@ -218,7 +219,7 @@ class _Runner:
         b = self.dist[d.pick] if self.shared else self.dist[owner]
         alpha = d.alpha.reshape((-1,) + (1,) * (x.ndim - 1))
         point = alpha * x + (np.float32(1.0) - alpha) * b  # Captum's form, in float32
-        scores, grads = self.model.value_and_grad(point, objectives.Logit(self.targets[owner]))
+        scores, grads = self.model.value_and_grad(point, self.targets.objective(owner))
         attr = (x - b) * np.asarray(grads, np.float32)
         np.add.at(self.total, owner, attr.astype(np.float64))  # item order, any chunking
         self._score_gap(x, b, owner)
@@ -229,8 +230,8 @@ class _Runner:
         without a LOGITS tap)."""
         if self.diff is None:
             return
-        both = logit_scores(
-            self.model, np.concatenate([x, b]), np.concatenate([self.targets[owner]] * 2)
+        both = target_scores(
+            self.model, np.concatenate([x, b]), self.targets.take(np.concatenate([owner] * 2))
         )
         if both is None:
             self.diff = None

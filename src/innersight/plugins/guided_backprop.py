@@ -22,9 +22,9 @@ from innersight.core import (
     ModelAdapter,
     Technique,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
 )
+from innersight.core.targets import TargetArg
 
 
 def unguided_message(report: Any, model: ModelAdapter, technique: str) -> str | None:
@@ -75,16 +75,16 @@ class GuidedBackprop(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
     ) -> Explanation:
         """Backpropagate the target's score with every ReLU passing only positive gradients.
 
         Args:
             target: class per sample (an int, one int per sample, or None: the predicted
-                class).
+                class), or a score function of the scores (see ``innersight.core.targets``).
         """
-        targets = resolve_target(model, inputs, target)
-        scores, grads = model.value_and_grad(inputs, objectives.Logit(targets), relu="guided")
+        targets = resolve_targets(model, inputs, target)
+        scores, grads = model.value_and_grad(inputs, targets.objective(), relu="guided")
         report = getattr(model, "last_relu_report", None)
         message = unguided_message(report, model, self.name)
         if message is not None:
@@ -94,9 +94,9 @@ class GuidedBackprop(Technique):
             kind="heatmap",
             values=np.asarray(grads, dtype=np.float32),
             inputs=inputs,
-            params={"target": targets.tolist()},
+            params={"target": targets.for_meta()},
             meta={
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "score": np.asarray(scores).tolist(),
                 "relu_report": _plain_copy(report),
             },

@@ -26,10 +26,10 @@ from innersight.core import (
     PresetContext,
     Technique,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
     validate,
 )
+from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._gradients import relu_report_copy
 from innersight.plugins._layers import Choice
 from innersight.plugins._tokens import ReshapeArg, as_grid, check_reshape
@@ -59,21 +59,19 @@ def upsample_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def layer_cam(
     model: ModelAdapter,
     inputs: np.ndarray,
-    targets: np.ndarray,
+    targets: Targets,
     layer: str | None,
     reshape: ReshapeArg,
 ) -> tuple[Choice, dict[str, Any] | None, np.ndarray, np.ndarray]:
     """Grad-CAM at the layer's resolution: ``(choice, reshape note, cam (N, h, w) >= 0,
     channel weights (N, C))``, in float64."""
     choice = (
-        default_layer(model, inputs, targets, reshape)
+        default_layer(model, inputs, targets.classes_or(model, inputs[:1]), reshape)
         if layer is None
         else Choice(layer, layer, "given")
     )
     # layer_value_and_grad is optional in the protocol: `requires` guarantees it here
-    _, acts, grads = cast(Any, model).layer_value_and_grad(
-        inputs, objectives.Logit(targets), choice.tap
-    )
+    _, acts, grads = cast(Any, model).layer_value_and_grad(inputs, targets.objective(), choice.tap)
     grid = as_grid(
         np.asarray(acts, np.float64), np.asarray(grads, np.float64), reshape, choice.name
     )
@@ -108,7 +106,7 @@ class GuidedGradCAM(Technique):
         inputs: np.ndarray,
         *,
         layer: str | None = None,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         interpolate_mode: str = "nearest",
         reshape: ReshapeArg = None,
     ) -> Explanation:
@@ -117,15 +115,16 @@ class GuidedGradCAM(Technique):
         Args:
             layer: the Grad-CAM layer, as for ``grad_cam`` (None: its default layer, with the
                 rule in ``meta["layer_rule"]``).
-            target: class per sample (an int, one int per sample, or None: the predicted class).
+            target: class per sample (an int, one int per sample, or None: the predicted class),
+                or a score function of the scores (see ``innersight.core.targets``).
             interpolate_mode: "nearest" (default, Captum's) or "bilinear": how the Grad-CAM map
                 is resized to the input.
             reshape: tokens (N, T, D) to a grid, as for ``grad_cam``.
         """
         self._check(inputs, layer, interpolate_mode, reshape)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         choice, how, cam, weights = layer_cam(model, inputs, targets, layer, reshape)
-        scores, guided = model.value_and_grad(inputs, objectives.Logit(targets), relu="guided")
+        scores, guided = model.value_and_grad(inputs, targets.objective(), relu="guided")
         report = getattr(model, "last_relu_report", None)
         message = unguided_message(report, model, self.name)
         if message is not None:
@@ -143,7 +142,7 @@ class GuidedGradCAM(Technique):
                 "layer": choice.name,
                 "layer_rule": choice.rule,
                 "reshape": how,
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "score": np.asarray(scores, np.float64).tolist(),
                 "cam": cam.astype(np.float32).tolist(),
                 "weights": weights.astype(np.float32).tolist(),
@@ -166,8 +165,12 @@ class GuidedGradCAM(Technique):
             )
 
 
-def _params(layer: str, targets: np.ndarray, mode: str, reshape: ReshapeArg) -> dict[str, Any]:
-    params = {"layer": layer, "target": targets.tolist(), "interpolate_mode": mode}
+def _params(layer: str, targets: Targets, mode: str, reshape: ReshapeArg) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "layer": layer,
+        "target": targets.for_meta(),
+        "interpolate_mode": mode,
+    }
     if reshape is not None:
         params["reshape"] = bool(reshape) if isinstance(reshape, (bool, np.bool_)) else "callable"
     return params

@@ -19,10 +19,10 @@ from innersight.core import (
     Technique,
     check_reduction,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
 )
 from innersight.core import reduce_channels as reduce_channels_of
+from innersight.core.targets import TargetArg
 
 REDUCTIONS = ("sum", "mean", None)
 
@@ -44,26 +44,27 @@ class InputXGradient(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         reduce_channels: str | None = None,
     ) -> Explanation:
         """Multiply each input value by the gradient of the target's score.
 
         Args:
-            target: class per sample (an int, one int per sample, or None: the predicted class).
+            target: class per sample (an int, one int per sample, or None: the predicted class),
+                or a score function of the scores (see ``innersight.core.targets``).
             reduce_channels: None (default, keep (N, H, W, C)), "sum" (keeps the total) or "mean".
         """
         check_reduction(reduce_channels, REDUCTIONS)
-        targets = resolve_target(model, inputs, target)
-        scores, grads = model.value_and_grad(inputs, objectives.Logit(targets))
+        targets = resolve_targets(model, inputs, target)
+        scores, grads = model.value_and_grad(inputs, targets.objective())
         attributions = np.asarray(inputs, np.float32) * np.asarray(grads, np.float32)
         return Explanation(
             technique=self.name,
             kind="heatmap",
             values=reduce_channels_of(attributions, reduce_channels),
             inputs=inputs,
-            params={"target": targets.tolist(), "reduce_channels": reduce_channels},
-            meta={"target": targets.tolist(), "score": np.asarray(scores).tolist()},
+            params={"target": targets.for_meta(), "reduce_channels": reduce_channels},
+            meta={"target": targets.for_meta(), "score": np.asarray(scores).tolist()},
         )
 
 

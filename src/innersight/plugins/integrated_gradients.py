@@ -19,8 +19,18 @@ Quadrature (``method``):
   only like 1/steps: on the test suite's small net 1000 even steps still leave one sample in
   ten above 1% error, while refining at the jumps meets 1% for every sample with a median of
   160 points (about 300 gradients with the corrections).
-* ``"riemann_trapezoid"``, ``"riemann_midpoint"``, ``"gauss_legendre"``: fixed rules with
-  ``steps`` points (Gauss-Legendre suits smooth models: tanh, GELU).
+* ``"riemann_trapezoid"``, ``"riemann_midpoint"``, ``"gauss_legendre"``, ``"riemann_left"``,
+  ``"riemann_right"``: fixed rules with ``steps`` points (Gauss-Legendre suits smooth models:
+  tanh, GELU). Captum's names are accepted too: ``"riemann_middle"`` is ``"riemann_midpoint"``
+  and ``"gausslegendre"`` is ``"gauss_legendre"``; with ``multiply_by_inputs`` as Captum's,
+  they give Captum's ``IntegratedGradients`` numbers for the same ``n_steps``. One exception:
+  Captum's ``"riemann_trapezoid"`` weighs its ``n`` points ``1/n`` (halved at both ends), so
+  its weights add up to ``(n - 1) / n``, not 1; ours is the trapezoid rule (``1/(n - 1)``,
+  halved at the ends), so Captum's attributions are ours times ``(n - 1) / n``.
+
+``multiply_by_inputs=False`` returns the path-integrated gradient alone, without the
+``(x - b)`` factor (Captum's ``multiply_by_inputs=False``); ``meta["completeness"]`` still
+checks the attributions with the factor.
 
 A steep start: a model whose gradient is extreme at the baseline itself does not converge by
 refining. ConvNeXt at a black baseline is the case in point: its convolutions have no bias at
@@ -39,7 +49,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -55,15 +65,24 @@ from innersight.core import (
     bytes_per_sample,
     check_reduction,
     hookimpl,
-    objectives,
     resolve_baseline,
-    resolve_target,
+    resolve_targets,
     validate,
 )
 from innersight.core import reduce_channels as reduce_channels_of
+from innersight.core.targets import TargetArg, Targets
 
-BaselineArg = Union[float, str, np.ndarray]
-METHODS = ("adaptive", "riemann_trapezoid", "riemann_midpoint", "gauss_legendre")
+BaselineArg = float | str | np.ndarray
+METHODS = (
+    "adaptive",
+    "riemann_trapezoid",
+    "riemann_midpoint",
+    "gauss_legendre",
+    "riemann_left",
+    "riemann_right",
+)
+#: Captum's names of the same rules.
+ALIASES = {"riemann_middle": "riemann_midpoint", "gausslegendre": "gauss_legendre"}
 REDUCTIONS = ("sum", "mean", None)
 DEFAULT_TOLERANCE, DEFAULT_MAX_STEPS, DEFAULT_MAX_ROUNDS = 0.01, 1000, 30
 STEEP_START = 100.0  # |slope at alpha=0| / |score difference| beyond which the baseline is blamed
@@ -86,8 +105,9 @@ def fixed_rule(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         nodes = np.linspace(0.0, 1.0, steps)
         order = np.r_[0, steps - 1, 1 : steps - 1]
         return nodes[order], trapezoid_weights(nodes)[order]
-    if method == "riemann_midpoint":
-        nodes, weights = (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    if method in ("riemann_midpoint", "riemann_left", "riemann_right"):
+        shift = {"riemann_midpoint": 0.5, "riemann_left": 0.0, "riemann_right": 1.0}[method]
+        nodes, weights = (np.arange(steps) + shift) / steps, np.full(steps, 1.0 / steps)
     else:
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         nodes, weights = (nodes + 1) / 2, weights / 2
@@ -103,7 +123,7 @@ class _Path:
         model: ModelAdapter,
         inputs: np.ndarray,
         base: np.ndarray,
-        targets: np.ndarray,
+        targets: Targets,
         map_options: dict[str, Any],
     ) -> None:
         self.model, self.inputs, self.base, self.targets = model, inputs, base, targets
@@ -126,7 +146,7 @@ class _Path:
             o, a = owner[start:stop], alpha[start:stop]
             batch = (self.base[o] + a.reshape((-1, *trailing)) * self.delta[o]).astype(np.float32)
             batch[a == 1.0] = self.inputs[o[a == 1.0]]  # the input itself, bit for bit
-            scores, grads = self.model.value_and_grad(batch, objectives.Logit(self.targets[o]))
+            scores, grads = self.model.value_and_grad(batch, self.targets.objective(o))
             g = np.asarray(grads, dtype=np.float64)
             for row, i in enumerate(o):  # item order, whatever the chunking
                 if weight[start + row]:
@@ -285,7 +305,9 @@ class Quadrature:
         cls, method: Any, steps: Any, tolerance: Any, max_steps: Any, max_rounds: Any = None
     ) -> Quadrature:
         """The quadrature of these parameters; InputError saying what to pass otherwise."""
-        validate.choice("method", method, METHODS)
+        if isinstance(method, str):
+            method = ALIASES.get(method, method)
+        validate.choice("method", method, METHODS + tuple(ALIASES))
         steps = _at_least("steps", steps, 1 if method in METHODS[2:] else 2, example=50)
         if method != "adaptive":
             if tolerance is not None or max_steps is not None or max_rounds is not None:
@@ -359,10 +381,11 @@ class IntegratedGradients(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         baseline: BaselineArg = 0.0,
         steps: int = 50,
         method: str = "adaptive",
+        multiply_by_inputs: bool = True,
         tolerance: float | None = None,
         max_steps: int | None = None,
         max_rounds: int | None = None,
@@ -374,14 +397,17 @@ class IntegratedGradients(Technique):
 
         Args:
             target: class per sample (an int, one int per sample, or None: the predicted
-                class).
+                class), or a score function of the scores (see ``innersight.core.targets``).
             baseline: a number (a constant image; default 0.0, black), "zeros" (alias
                 "black"), "mean" (each image's mean colour), "blur" (each image blurred), or
                 an array shaped like one input or like the batch (one baseline per input);
                 see :func:`innersight.core.baselines.resolve_baseline`.
             steps: points on the path (for "adaptive": the starting grid).
-            method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint" or
-                "gauss_legendre" (see the module docstring).
+            method: "adaptive" (default), "riemann_trapezoid", "riemann_midpoint",
+                "gauss_legendre", "riemann_left" or "riemann_right"; Captum's
+                "riemann_middle" and "gausslegendre" too (see the module docstring).
+            multiply_by_inputs: True (default): ``(x - b)`` times the integrated gradient;
+                False: the integrated gradient alone (Captum's ``multiply_by_inputs=False``).
             tolerance: "adaptive" only: completeness error allowed, relative to
                 |score(x) - score(baseline)| (default 0.01).
             max_steps: "adaptive" only: most points per sample (default 1000).
@@ -395,19 +421,22 @@ class IntegratedGradients(Technique):
         """
         rule = Quadrature.check(method, steps, tolerance, max_steps, max_rounds)
         check_reduction(reduce_channels, REDUCTIONS)
+        multiply = validate.boolean("multiply_by_inputs", multiply_by_inputs)
         base = resolve_baseline(baseline, inputs)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         options = {"batch_size": batch_size, "progress": progress, "desc": self.name}
         path = _Path(model, inputs, base, targets, options)
-        meta: dict[str, Any] = {"target": targets.tolist()}
+        meta: dict[str, Any] = {"target": targets.for_meta()}
         ends = integrate(path, rule, meta)
         attributions = path.delta * path.total
         meta.update(_scores(ends, attributions), gradient_evaluations=path.evaluations)
-        params = {"target": targets.tolist(), "baseline": baseline, **rule.params()}
+        params = {"target": targets.for_meta(), "baseline": baseline, **rule.params()}
+        params["multiply_by_inputs"] = multiply
+        values = attributions if multiply else path.total
         return Explanation(
             technique=self.name,
             kind="heatmap",
-            values=reduce_channels_of(attributions.astype(np.float32), reduce_channels),
+            values=reduce_channels_of(values.astype(np.float32), reduce_channels),
             inputs=inputs,
             params={**params, "reduce_channels": reduce_channels},
             meta=meta,
@@ -425,7 +454,9 @@ def _run_adaptive(
     meta["points"] = [len(g.nodes) for g in grids]
     meta["rounds"] = rounds
     meta["converged"] = converged
-    meta["steep_interval"] = [None if ok else list(steepest(g)) for g, ok in zip(grids, converged)]
+    meta["steep_interval"] = [
+        None if ok else list(steepest(g)) for g, ok in zip(grids, converged, strict=True)
+    ]
     if not all(converged):
         message = convergence_warning(grids, tolerance, max_steps, max_rounds)
         warnings.warn(message, InnersightWarning, stacklevel=4)
@@ -452,7 +483,7 @@ def _completeness(attributions: np.ndarray, score_diff: np.ndarray) -> list[dict
             "score_diff": float(d),
             "relative_error": float(abs(s - d) / max(abs(d), 1e-12)),
         }
-        for s, d in zip(sums, score_diff)
+        for s, d in zip(sums, score_diff, strict=True)
     ]
 
 

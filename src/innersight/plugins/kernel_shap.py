@@ -43,6 +43,7 @@ from innersight.core import (
     hookimpl,
     validate,
 )
+from innersight.core.targets import TargetArg
 from innersight.plugins._perturb import (
     MAX_GROUPS,
     Problem,
@@ -82,7 +83,7 @@ class KernelShap(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         feature_mask: str | np.ndarray | None = None,
         grid: int | tuple[int, int] = 8,
         segments: int = 50,
@@ -93,7 +94,9 @@ class KernelShap(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
         """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        target: class per sample (an int, one int per sample, or None: the predicted class),
+            or a score function of the scores, called on numpy arrays (see
+            ``innersight.core.targets``).
         feature_mask: the feature groups: None (a grid for images, every feature alone for
             vectors), "grid", "slic" (superpixels; needs scikit-image), "pixels", "features",
             or an int label array (H, W) / (N, H, W), or (F,) / (N, F) for vectors.
@@ -167,7 +170,10 @@ def _check_samples(n_samples: Any) -> None:
 def _plans(problem: Problem, n_samples: int | str, seed: int) -> list[Plan]:
     """Per input: coalition rows (S, G) bool, their weights (S,), whether enumerated."""
     rngs = input_rngs(problem.inputs, seed)
-    return [coalition_plan(int(g), n_samples, rng) for g, rng in zip(problem.masks.counts, rngs)]
+    return [
+        coalition_plan(int(g), n_samples, rng)
+        for g, rng in zip(problem.masks.counts, rngs, strict=True)
+    ]
 
 
 def coalition_plan(
@@ -217,7 +223,7 @@ def _fit(problem: Problem, plans: list[Plan], scores: list[np.ndarray]) -> np.nd
     """(N, G_max) Shapley values; a warning when some input's coalitions do not determine them."""
     phi = np.zeros((len(plans), problem.masks.max_groups))
     short = []
-    for i, ((rows, weights, _), y) in enumerate(zip(plans, scores)):
+    for i, ((rows, weights, _), y) in enumerate(zip(plans, scores, strict=True)):
         phi[i, : rows.shape[1]], determined = shapley_fit(rows, y, weights)
         if not determined:
             short.append(i)

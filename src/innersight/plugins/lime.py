@@ -40,6 +40,7 @@ from innersight.core import (
     hookimpl,
     validate,
 )
+from innersight.core.targets import TargetArg
 from innersight.plugins._masks import Masks
 from innersight.plugins._perturb import (
     MAX_GROUPS,
@@ -79,7 +80,7 @@ class Lime(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         feature_mask: str | np.ndarray | None = None,
         grid: int | tuple[int, int] = 8,
         segments: int = 50,
@@ -94,7 +95,9 @@ class Lime(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
         """Args:
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        target: class per sample (an int, one int per sample, or None: the predicted class),
+            or a score function of the scores, called on numpy arrays (see
+            ``innersight.core.targets``).
         feature_mask: the feature groups: None (a grid for images, every feature alone for
             vectors), "grid", "slic" (superpixels; needs scikit-image), "pixels", "features",
             or an int label array (H, W) / (N, H, W), or (F,) / (N, F) for vectors.
@@ -135,7 +138,10 @@ class Lime(Technique):
             max_groups=MAX_GROUPS,
         )
         rngs = input_rngs(problem.inputs, drawn)
-        blocks = [rng.random((samples, int(g))) < 0.5 for g, rng in zip(problem.masks.counts, rngs)]
+        blocks = [
+            rng.random((samples, int(g))) < 0.5
+            for g, rng in zip(problem.masks.counts, rngs, strict=True)
+        ]
         scorer = Scorer(model, problem, progress=progress, desc="lime")
         scores = _score(scorer, problem, blocks)
         sims = similarities(problem, blocks, distance, kernel_space, float(kernel_width))
@@ -188,7 +194,7 @@ def _fit(
     """(N, G_max) surrogate weights, and the intercepts and R^2 for meta."""
     coef = np.zeros((len(blocks), problem.masks.max_groups))
     intercepts, r2s = [], []
-    for i, (z, y, w) in enumerate(zip(blocks, scores, sims)):
+    for i, (z, y, w) in enumerate(zip(blocks, scores, sims, strict=True)):
         beta, intercept, r2 = lasso(z, y[1:], w, alpha)  # y[0]: the unperturbed score
         coef[i, : len(beta)] = beta
         intercepts.append(intercept)

@@ -41,10 +41,11 @@ from innersight.core import (
     hookimpl,
     missing_capabilities,
     require_capabilities,
-    resolve_target,
+    resolve_targets,
     validate,
 )
 from innersight.core.errors import did_you_mean
+from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._gradients import chunk_seed, copy_generator
 from innersight.plugins._presets import only_set
 
@@ -59,7 +60,7 @@ def noisy_copies(
     ``default_rng([seed, owner[r], copy[r]])``."""
     batch = inputs[owner].astype(np.float32)
     if stdevs > 0:
-        for row, (i, k) in enumerate(zip(owner, copy)):
+        for row, (i, k) in enumerate(zip(owner, copy, strict=True)):
             noise = stdevs * copy_generator(seed, i, k).standard_normal(inputs.shape[1:])
             batch[row] += noise.astype(np.float32)
     return batch
@@ -149,7 +150,7 @@ class NoiseTunnel(Technique):
         *,
         base: str = DEFAULT_BASE,
         base_params: Mapping[str, Any] | None = None,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         nt_type: str = "smoothgrad",
         nt_samples: int = 25,
         stdevs: float = 0.15,
@@ -165,7 +166,9 @@ class NoiseTunnel(Technique):
             base_params: the base technique's own parameters (not ``target``), e.g.
                 ``{"reduce_channels": None}``.
             target: class per sample (an int, one int per sample, or None: the predicted class of
-                the clean input); every copy of an input explains its input's target.
+                the clean input), or a score function of the scores (see
+                ``innersight.core.targets``); every copy of an input explains its input's
+                target.
             nt_type: "smoothgrad" (mean), "smoothgrad_sq" (mean of squares) or "vargrad"
                 (variance) of the base's maps over the copies.
             nt_samples: noisy copies per input.
@@ -183,7 +186,7 @@ class NoiseTunnel(Technique):
         samples = validate.positive_int("nt_samples", nt_samples, example=25)
         sigma = validate.number("stdevs", stdevs, low=0.0, example=0.15)
         seed = validate.seed(seed)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         run = _Runner(model, inputs, tech, extra, targets, samples, sigma, seed)
         layer_shapes = [info.output_shape for info in model.layers()]
         BatchPlanner().map(
@@ -204,13 +207,13 @@ class NoiseTunnel(Technique):
             params={
                 "base": base,
                 "base_params": extra,
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "nt_type": nt_type,
                 "nt_samples": samples,
                 "stdevs": sigma,
                 "seed": seed,
             },
-            meta={"base": base, "target": targets.tolist(), "seed": seed, "stdevs": sigma},
+            meta={"base": base, "target": targets.for_meta(), "seed": seed, "stdevs": sigma},
         )
 
 
@@ -223,7 +226,7 @@ class _Runner:
         inputs: np.ndarray,
         tech: Technique,
         params: dict[str, Any],
-        targets: np.ndarray,
+        targets: Targets,
         samples: int,
         stdevs: float,
         seed: int,
@@ -240,7 +243,7 @@ class _Runner:
         batch = noisy_copies(self.inputs, owner, copy, self.stdevs, self.seed)
         params: dict[str, Any] = {"progress": False, "seed": chunk_seed(self.seed, start)}
         if "target" in self.takes:
-            params["target"] = self.targets[owner]
+            params["target"] = self.targets.argument(owner)
         maps = self._maps(self.tech.run(self.model, batch, **{**params, **self.params}), batch)
         if self.total is None or self.total_sq is None:
             shape = (len(self.inputs), *maps.shape[1:])

@@ -12,10 +12,10 @@ from innersight.core import (
     Technique,
     check_reduction,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
 )
 from innersight.core import reduce_channels as reduce_channels_of
+from innersight.core.targets import TargetArg
 
 REDUCTIONS = ("max", "mean", None)
 
@@ -33,28 +33,29 @@ class Saliency(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         reduce_channels: str | None = "max",
     ) -> Explanation:
         """Take the absolute gradient of the target's score w.r.t. each input pixel.
 
         Args:
             target: class per sample (an int, one int per sample, or None: the predicted
-                class).
+                class), or a score function of the scores (``lambda s: s[:, 3] - s[:, 5]``,
+                see ``innersight.core.targets``): the map is then ``|d fn / d input|``.
             reduce_channels: "max" (default, Simonyan et al.), "mean", or None to keep
                 (N, H, W, C).
         """
         check_reduction(reduce_channels, REDUCTIONS)
-        targets = resolve_target(model, inputs, target)
-        scores, grads = model.value_and_grad(inputs, objectives.Logit(targets))
+        targets = resolve_targets(model, inputs, target)
+        scores, grads = model.value_and_grad(inputs, targets.objective())
         values = reduce_channels_of(np.abs(grads), reduce_channels)
         return Explanation(
             technique=self.name,
             kind="heatmap",
             values=values,
             inputs=inputs,
-            params={"target": targets.tolist(), "reduce_channels": reduce_channels},
-            meta={"target": targets.tolist(), "score": np.asarray(scores).tolist()},
+            params={"target": targets.for_meta(), "reduce_channels": reduce_channels},
+            meta={"target": targets.for_meta(), "score": np.asarray(scores).tolist()},
         )
 
 

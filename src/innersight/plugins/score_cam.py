@@ -42,10 +42,10 @@ from innersight.core import (
     Technique,
     bytes_per_sample,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
     validate,
 )
+from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._cam import (
     activation_grids,
     align_corners_matrix,
@@ -81,7 +81,7 @@ class ScoreCAM(Technique):
         inputs: np.ndarray,
         *,
         layer: str | None = None,
-        target: int | list[int] | None = None,
+        target: TargetArg = None,
         relu: bool = True,
         reshape: ReshapeArg = None,
         score: str = "logit",
@@ -92,7 +92,10 @@ class ScoreCAM(Technique):
         """Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
-        target: class per sample (an int, one int per sample, or None: the predicted class).
+        target: class per sample (an int, one int per sample, or None: the predicted class),
+            or a score function of the scores, called on numpy arrays (see
+            ``innersight.core.targets``; with ``score="probability"`` it receives the softmax
+            over the last axis, the classes).
         relu: keep only positive evidence (pytorch-grad-cam does); False gives the signed map.
         reshape: tokens (N, T, D) to a grid (N, h, w, D), as Grad-CAM's: None (auto), True,
             False or a callable applied to the activations.
@@ -117,19 +120,17 @@ class ScoreCAM(Technique):
         if max_channels is not None:
             max_channels = validate.positive_int("max_channels", max_channels, example=32)
         _check_batch_size(batch_size)
-        targets = resolve_target(model, inputs, target)
+        targets = resolve_targets(model, inputs, target)
         choice = choose_layer(model, inputs, layer, reshape, targets)
-        scorer = _Scorer(model, score)
+        scorer = _Scorer(model, score, targets)
         raw, unmasked = scorer.first_pass(inputs, choice.tap)
         acts, how = activation_grids(self.name, raw, model, inputs, choice, reshape)
-        base = scorer.select(unmasked, targets)  # checks the targets before the long part
+        base = scorer.select(unmasked, slice(None))  # checks the targets before the long part
         channels = top_channels(acts, max_channels)
-        scores = _masked_scores(
-            model, inputs, acts, channels, targets, scorer, batch_size, progress
-        )
+        scores = _masked_scores(model, inputs, acts, channels, scorer, batch_size, progress)
         cam, weights = _combine(acts, channels, scores, relu)
         meta = {
-            "target": targets.tolist(),
+            "target": targets.for_meta(),
             "score": base.tolist(),
             "score_source": scorer.source,
             "channels": channels.tolist(),
@@ -185,7 +186,6 @@ def _masked_scores(
     inputs: np.ndarray,
     acts: np.ndarray,
     channels: np.ndarray,
-    targets: np.ndarray,
     scorer: _Scorer,
     batch_size: int | str,
     progress: ProgressArg,
@@ -204,7 +204,7 @@ def _masked_scores(
         high = masks.max(axis=(1, 2), keepdims=True)
         masks = (masks - low) / (high - low + MASK_EPS)
         batch = (inputs[image] * masks[..., None]).astype(np.float32)
-        return scorer.select(scorer(batch), targets[image])
+        return scorer.select(scorer(batch), image)
 
     shapes = [info.output_shape for info in model.layers()]
     hw = inputs.shape[1] * inputs.shape[2]
@@ -231,8 +231,8 @@ class _Scorer:
     """Scores batches the same way for the whole call: the logits tap where the adapter
     serves it (else the outputs), then softmax for ``score="probability"``."""
 
-    def __init__(self, model: ModelAdapter, score: str) -> None:
-        self.model, self.score = model, score
+    def __init__(self, model: ModelAdapter, score: str, targets: Targets) -> None:
+        self.model, self.score, self.targets = model, score, targets
         self.tap = True
         self.forwards = 0
         self.sizes: Counter[int] = Counter()
@@ -255,14 +255,19 @@ class _Scorer:
         return self._transform(self.model.forward(batch).outputs)
 
     def _transform(self, logits: Any) -> np.ndarray:
-        values = np.asarray(logits, np.float64).reshape(len(logits), -1)
+        """The scores, channels-last as the tap gives them; for "probability" the softmax
+        over the classes (the last axis for a score function, every value for classes)."""
+        values = np.asarray(logits, np.float64)
         if self.score == "logit":
             return values
-        return _softmax(values)
+        if self.targets.is_custom:
+            return _softmax(values.reshape(-1, values.shape[-1])).reshape(values.shape)
+        return _softmax(values.reshape(len(values), -1))
 
-    def select(self, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """(N,) the targets' scores (ObjectiveError for a target out of range)."""
-        return objectives.evaluate(objectives.Logit(targets), scores, {})
+    def select(self, scores: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """(B,) the target scores of samples ``rows`` (ObjectiveError for a target out of
+        range or a score function that fails on numpy arrays)."""
+        return self.targets.scores(scores, rows)
 
     @property
     def source(self) -> str:

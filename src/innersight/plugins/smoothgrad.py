@@ -1,7 +1,10 @@
 """SmoothGrad (Smilkov et al., 2017): saliency averaged over noisy copies of each input.
 
 For every image ``x`` with pixel range ``r = max(x) - min(x)``, ``samples`` noisy copies
-``x + N(0, (noise * r)^2)`` are explained with vanilla saliency and the maps are averaged:
+``x + N(0, (noise * r)^2)`` are explained with vanilla saliency and the maps are averaged. With
+``stdev`` instead of ``noise`` the standard deviation is absolute, the same for every input (as
+Captum's ``NoiseTunnel(Saliency)`` ``stdevs``): a constant input, or one with a single feature,
+has range 0 and gets no relative noise, but gets ``stdev``.
 
 * ``magnitude=False`` (default): the mean of ``|gradient|``, i.e. the smoothed saliency map; with
   ``noise=0`` it equals :mod:`saliency <innersight.plugins.saliency>` exactly.
@@ -23,6 +26,7 @@ import numpy as np
 from innersight.core import (
     BatchPlanner,
     Explanation,
+    InputError,
     ModelAdapter,
     PresetContext,
     ProgressArg,
@@ -30,11 +34,11 @@ from innersight.core import (
     bytes_per_sample,
     check_reduction,
     hookimpl,
-    objectives,
-    resolve_target,
+    resolve_targets,
     validate,
 )
 from innersight.core import reduce_channels as reduce_channels_of
+from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._presets import only_set
 
 REDUCTIONS = ("max", "mean", None)
@@ -58,8 +62,9 @@ class SmoothGrad(Technique):
         model: ModelAdapter,
         inputs: np.ndarray,
         *,
-        target: int | list[int] | None = None,
-        noise: float = 0.15,
+        target: TargetArg = None,
+        noise: float | None = None,
+        stdev: float | None = None,
         samples: int = 25,
         seed: int | None = 0,
         magnitude: bool = False,
@@ -71,9 +76,13 @@ class SmoothGrad(Technique):
 
         Args:
             target: class per sample (an int, one int per sample, or None: the predicted class
-                of the clean input).
+                of the clean input), or a score function of the scores (see
+                ``innersight.core.targets``).
             noise: noise standard deviation as a fraction of each image's max-min range (the
-                paper finds 0.1-0.2 best); 0 gives plain saliency.
+                paper finds 0.1-0.2 best; default 0.15 unless ``stdev`` is given); 0 gives
+                plain saliency.
+            stdev: noise standard deviation in the inputs' own units, the same for every input
+                (Captum's ``stdevs``); give ``noise`` or ``stdev``, not both.
             samples: noisy copies per image.
             seed: seed of the noise; None draws one (recorded in ``meta["seed"]``).
             magnitude: False averages ``|gradient|``; True averages ``gradient ** 2``.
@@ -82,14 +91,13 @@ class SmoothGrad(Technique):
             batch_size: copies per gradient call, or "auto" (timed, under the memory budget).
             progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
         """
-        noise = validate.number("noise", noise, low=0.0, example=0.15)
+        noise, sigma_of = _noise(noise, stdev)
         samples = validate.positive_int("samples", samples, example=25)
         seed = validate.seed(seed)
         magnitude = validate.boolean("magnitude", magnitude)
         check_reduction(reduce_channels, REDUCTIONS)
-        targets = resolve_target(model, inputs, target)
-        flat = inputs.reshape(len(inputs), -1).astype(np.float64)
-        sigma = noise * (flat.max(axis=1) - flat.min(axis=1))
+        targets = resolve_targets(model, inputs, target)
+        sigma = sigma_of(inputs)
         noisy = _NoisyGradients(model, inputs, targets, sigma, samples, seed, magnitude)
         scores = noisy.run(batch_size, progress, self.name)
         values = reduce_channels_of((noisy.total / samples).astype(np.float32), reduce_channels)
@@ -99,20 +107,41 @@ class SmoothGrad(Technique):
             values=values,
             inputs=inputs,
             params={
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "noise": noise,
+                "stdev": None if stdev is None else float(stdev),
                 "samples": samples,
                 "seed": seed,
                 "magnitude": magnitude,
                 "reduce_channels": reduce_channels,
             },
             meta={
-                "target": targets.tolist(),
+                "target": targets.for_meta(),
                 "seed": seed,
                 "sigma": sigma.tolist(),
                 "noisy_score_mean": scores.reshape(len(inputs), samples).mean(axis=1).tolist(),
             },
         )
+
+
+def _noise(noise: Any, stdev: Any) -> tuple[float | None, Any]:
+    """The validated ``noise`` (None when ``stdev`` is given) and the function giving each
+    input's (N,) noise standard deviation."""
+    if noise is not None and stdev is not None:
+        raise InputError(
+            f"smoothgrad takes noise (relative to each input's range) or stdev (absolute), not "
+            f"both; got noise={noise!r} and stdev={stdev!r}: drop one, e.g. stdev={stdev!r}"
+        )
+    if stdev is not None:
+        absolute = validate.number("stdev", stdev, low=0.0, example=0.1)
+        return None, lambda x: np.full(len(x), absolute)
+    relative = validate.number("noise", 0.15 if noise is None else noise, low=0.0, example=0.15)
+
+    def of_range(x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        return np.asarray(relative * (flat.max(axis=1) - flat.min(axis=1)))
+
+    return relative, of_range
 
 
 class _NoisyGradients:
@@ -122,7 +151,7 @@ class _NoisyGradients:
         self,
         model: ModelAdapter,
         inputs: np.ndarray,
-        targets: np.ndarray,
+        targets: Targets,
         sigma: np.ndarray,
         samples: int,
         seed: int,
@@ -136,7 +165,7 @@ class _NoisyGradients:
         """The noisy copies ``items`` (copy ``k`` of input ``i`` is item ``i * samples + k``)."""
         owner = items // self.samples
         batch = self.inputs[owner].copy()
-        for row, (i, k) in enumerate(zip(owner, items % self.samples)):
+        for row, (i, k) in enumerate(zip(owner, items % self.samples, strict=True)):
             if self.sigma[i] > 0:
                 rng = np.random.default_rng([self.seed, int(i), int(k)])
                 noise = self.sigma[i] * rng.standard_normal(self.inputs.shape[1:])
@@ -147,7 +176,7 @@ class _NoisyGradients:
         """Add the maps of items ``start:stop`` to ``total``; returns their scores."""
         items = np.arange(start, stop)
         owner = items // self.samples
-        objective = objectives.Logit(self.targets[owner])
+        objective = self.targets.objective(owner)
         scores, grads = self.model.value_and_grad(self.copies(items), objective)
         grads = np.asarray(grads, dtype=np.float32)
         maps = np.square(grads, dtype=np.float64) if self.magnitude else np.abs(grads)
