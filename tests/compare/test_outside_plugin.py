@@ -40,6 +40,7 @@ def _fast() -> dict[str, dict[str, int]]:
 
 
 def test_compare_all_runs_it_in_order_with_its_quick_preset(outside, x):
+    pytest.importorskip("sklearn", reason="compare --all runs the embeddings (scikit-learn PCA)")
     net = reference_model("conv", seed=3)
     twin = reference_model("conv", seed=3)  # the same weights, another adapter
     found = compare_all(net, twin, x, params=_fast())
