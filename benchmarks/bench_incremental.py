@@ -1,16 +1,20 @@
 """Exact incremental occlusion against naive occlusion and the forward floor (issue 16, item 3).
 
-    python benchmarks/bench_incremental.py [--rounds 5] [--configs 15/8,8/4]
-                                           [--models seed_convnet,resnet18_half] [--device cuda]
+    python benchmarks/bench_incremental.py [--rounds 5] [--configs 15/8,8/4] [--device cuda]
+                        [--models seed_convnet,seed_convnet_keras,resnet18_half]
 
-For each model (the seeds' convnet, and a ResNet-18 layout at half width; both torch,
-150x150x3) every round measures, for each window/stride, interleaved: the forward floor
-((windows + 1) x seconds per image of :func:`timing.torch_forward` at the batch size
+``benchmarks/run.py`` runs it as the case ``incremental`` (:func:`case`).
+
+For each model (the seeds' convnet in torch and in Keras, and a ResNet-18 layout at half width
+in torch; 150x150x3) every round measures, for each window/stride, interleaved: the forward
+floor ((windows + 1) x seconds per image of the framework's fastest plain forward,
+:func:`timing.torch_forward` or :func:`timing.keras_forward`, at the batch size
 :func:`timing.best_throughput` found best, timed right before and after, the faster kept),
-``occlusion(method="naive")`` and ``occlusion(method="incremental")`` (in alternating order). Warm timings: one untimed call of each comes first, which also gives
-the cold first call of the incremental path (tracing, shape pass, kernel set-up) and the
-largest difference between the two maps, relative to the naive map's largest value, next to
-the difference float32 alone makes between two naive runs at different batch sizes.
+``occlusion(method="naive")`` and ``occlusion(method="incremental")`` (in alternating order).
+Warm timings: one untimed call of each comes first, which also gives the cold first call
+of the incremental path (tracing, shape pass, kernel set-up) and the largest difference
+between the two maps, relative to the naive map's largest value, next to the difference
+float32 alone makes between two naive runs at different batch sizes.
 
 Printed: the medians over rounds of the times and of the ratios computed within each round
 (the machine may be shared and loaded: only ratios from the same round are compared).
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import torch
-from timing import Row, best_throughput, machine, torch_forward
+from timing import Row, best_throughput, keras_forward, machine, per_image, torch_forward
 
 import innersight as ins
 from innersight.models import seed_convnet
@@ -90,7 +94,15 @@ def resnet18_half(classes: int = 2, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-MODELS = {"seed_convnet": lambda: seed_convnet("torch"), "resnet18_half": resnet18_half}
+MODELS = {
+    "seed_convnet": lambda: seed_convnet("torch"),
+    "seed_convnet_keras": lambda: seed_convnet("keras"),
+    "resnet18_half": resnet18_half,
+}
+
+
+def backend_of(name: str) -> str:
+    return "keras" if name.endswith("_keras") else "torch"
 
 
 def image() -> np.ndarray:
@@ -115,18 +127,9 @@ def occlude(
     return time.perf_counter() - t0, ex
 
 
-def per_image(forward: object, batch: int, images: int = 128) -> float:
-    """Seconds per image of ``forward`` at ``batch``, over about ``images`` images."""
-    x = np.random.default_rng(0).random((batch, *SHAPE), dtype=np.float32)
-    reps = max(2, images // batch)
-    forward(x)  # type: ignore[operator]
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        forward(x)  # type: ignore[operator]
-    return (time.perf_counter() - t0) / (reps * batch)
-
-
-def measure(model: object, x: np.ndarray, rounds: int, configs: tuple) -> dict:
+def measure(
+    model: object, x: np.ndarray, rounds: int, configs: tuple, backend: str = "torch"
+) -> dict:
     """Per config: lists of per-round times and ratios, plus the warm-up facts.
 
     The floor's batch size is the best of :func:`timing.best_throughput`, measured once; each
@@ -149,7 +152,7 @@ def measure(model: object, x: np.ndarray, rounds: int, configs: tuple) -> dict:
             "auto": occlude(model, x, config, "auto")[1].meta["method"],
             "floor": [], "naive": [], "incremental": [], "batch": [],
         }  # fmt: skip
-    forward = torch_forward(model)
+    forward = (keras_forward if backend == "keras" else torch_forward)(model)
     ips, batch = best_throughput(forward, SHAPE)
     out["best"] = (ips, batch)
     for r in range(rounds):
@@ -167,24 +170,24 @@ def measure(model: object, x: np.ndarray, rounds: int, configs: tuple) -> dict:
     return out
 
 
-def rows(name: str, results: dict) -> list[Row]:
+def rows(name: str, results: dict, backend: str = "torch") -> list[Row]:
     """One Row per config: incremental time against the naive floor, with the other ratios."""
     table = []
     for config, rec in results.items():
         if config == "best":
             continue
-        below = [f / i for f, i in zip(rec["floor"], rec["incremental"])]
-        naive = [n / i for n, i in zip(rec["naive"], rec["incremental"])]
-        naive_floor = [n / f for n, f in zip(rec["naive"], rec["floor"])]
+        below = [f / i for f, i in zip(rec["floor"], rec["incremental"], strict=True)]
+        naive = [n / i for n, i in zip(rec["naive"], rec["incremental"], strict=True)]
+        naive_floor = [n / f for n, f in zip(rec["naive"], rec["floor"], strict=True)]
         win, step = config
         table.append(
             Row(
                 case=f"occlusion incremental {win}x{win}/{step}, {name}",
-                backend="torch",
+                backend=backend,
                 seconds=statistics.median(rec["incremental"]),
                 reference=statistics.median(rec["floor"]),
                 reference_name="naive floor",
-                goal=1.0 / GOALS[config] if name == "seed_convnet" else None,
+                goal=1.0 / GOALS[config] if name.startswith("seed_convnet") else None,
                 notes=(
                     f"{statistics.median(below):.1f}x below the floor (rounds: "
                     f"{', '.join(f'{b:.1f}' for b in below)}); naive occlusion "
@@ -205,6 +208,23 @@ def rows(name: str, results: dict) -> list[Row]:
     return table
 
 
+def case(
+    rounds: int = 3, device: str = "cpu", models: tuple[str, ...] = tuple(MODELS)
+) -> list[Row]:
+    """The rows of ``run.py``'s ``incremental`` case (Keras left out on a GPU)."""
+    x = image()
+    out: list[Row] = []
+    for name in models:
+        backend = backend_of(name)
+        if backend == "keras" and device != "cpu":
+            continue
+        model = MODELS[name]()
+        if backend == "torch":
+            model = model.to(device)  # type: ignore[attr-defined]
+        out.extend(rows(name, measure(model, x, rounds, CONFIGS, backend), backend))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -220,12 +240,15 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name in args.models.split(","):
-        results = measure(MODELS[name]().to(args.device), x, args.rounds, configs)
+        model = MODELS[name]()
+        if backend_of(name) == "torch":
+            model = model.to(args.device)  # type: ignore[attr-defined]
+        results = measure(model, x, args.rounds, configs, backend_of(name))
         ips, batch = results["best"]
         print(f"{name}: best forward {ips:.0f} img/s at batch {batch}", flush=True)
         for config in configs:
             print(f"{name} {config}: {results[config]['reason']}", flush=True)
-        for row in rows(name, results):
+        for row in rows(name, results, backend_of(name)):
             goal = "" if row.goal is None else f">= {1 / row.goal:.0f}x"
             lines.append(
                 f"| {row.case} | {row.seconds:.3f} | {row.reference:.3f} | "

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cases
 import torch  # noqa: F401  (torch before tensorflow)
-from timing import Row, machine, median_time
+from timing import Row, bracketed, machine
 
 import innersight as ins
 from innersight.api import evaluate
@@ -32,25 +32,22 @@ STEPS = 100
 
 
 def deletion(nets: dict[str, object], floor: dict[str, tuple[float, int]]) -> list[Row]:
-    """Deletion (100 steps, one image, its saliency map) per backend vs the forward floor."""
+    """Deletion (100 steps, one image, its saliency map) per backend vs the forward floor,
+    timed right around each call (:func:`timing.bracketed`)."""
     x = cases.image()
     n = (STEPS + 1) * len(x)
     rows = []
     for backend, model in nets.items():
         ex = ins.explain("saliency", model, x, target=0)
-        t = median_time(lambda: evaluate("deletion", model, ex, steps=STEPS))
-        ips, batch = floor[backend]
-        rows.append(
-            Row(
-                f"deletion {STEPS} steps, 1 image",
-                backend,
-                t,
-                n / ips,
-                "floor",
-                1.10,
-                f"{n} masked forwards; floor {ips:.0f} img/s at batch {batch}",
-            )
+        batch = floor[backend][1]
+        timed = bracketed(
+            lambda model=model, ex=ex: evaluate("deletion", model, ex, steps=STEPS),
+            cases.forward(backend, model),
+            batch,
+            n,
         )
+        note = f"{n} masked forwards; floor at batch {batch}"
+        rows.append(timed.row(f"deletion {STEPS} steps, 1 image", backend, 1.10, note))
     return rows
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
+FLOOR_SHAPE = (150, 150, 3)  # the seeds' convnet
 
 
 def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -26,6 +27,21 @@ def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 15) -> dict[str, float]:
+    """Median wall time of each function, called in turn (one call of each per round, after two
+    untimed calls of each): on a shared machine a change of load hits all of them alike."""
+    for fn in fns.values():
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 @dataclass
 class Row:
     """One line of the results table."""
@@ -38,9 +54,13 @@ class Row:
     goal: float | None = None
     notes: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    #: the median of per-round ratios, where they were measured round by round
+    measured_ratio: float | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.measured_ratio is not None:
+            return self.measured_ratio
         return None if not self.reference else self.seconds / self.reference
 
 
@@ -107,6 +127,67 @@ def keras_forward(model: object) -> Callable[[np.ndarray], object]:
     return lambda x: fn(x).numpy()
 
 
+def per_image(forward: Callable[[np.ndarray], object], batch: int, images: int = 128) -> float:
+    """Seconds per image of ``forward`` at ``batch``, over about ``images`` images (warm)."""
+    x = np.random.default_rng(0).random((batch, *FLOOR_SHAPE), dtype=np.float32)
+    reps = max(2, images // batch)
+    forward(x)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        forward(x)
+    return (time.perf_counter() - t0) / (reps * batch)
+
+
+@dataclass
+class Bracketed:
+    """Per-round times of a call and of its floor, timed right around it."""
+
+    seconds: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [s / f for s, f in zip(self.seconds, self.floor, strict=True)]
+
+    def row(self, case: str, backend: str, goal: float | None, notes: str = "") -> Row:
+        """A table row: median time, median floor, the median of the per-round ratios."""
+        rounds = ", ".join(f"{r:.2f}" for r in self.ratios)
+        return Row(
+            case,
+            backend,
+            statistics.median(self.seconds),
+            statistics.median(self.floor),
+            "floor",
+            goal,
+            f"{notes}; ratio per round: {rounds}".lstrip("; "),
+            measured_ratio=statistics.median(self.ratios),
+        )
+
+
+def bracketed(
+    run: Callable[[], object],
+    forward: Callable[[np.ndarray], object],
+    batch: int,
+    images: int,
+    rounds: int = 3,
+) -> Bracketed:
+    """Times ``run()`` against its floor, ``images`` forwards of ``forward`` at ``batch``.
+
+    The floor of each round is timed right before and right after ``run()`` and the faster
+    kept: on a shared machine the load changes within seconds, and a floor measured minutes
+    earlier would compare two different machines. One untimed ``run()`` comes first.
+    """
+    run()
+    out = Bracketed()
+    for _ in range(rounds):
+        before = per_image(forward, batch)
+        t0 = time.perf_counter()
+        run()
+        out.seconds.append(time.perf_counter() - t0)
+        out.floor.append(images * min(before, per_image(forward, batch)))
+    return out
+
+
 def best_throughput(
     forward: Callable[[np.ndarray], object], shape: tuple[int, ...]
 ) -> tuple[float, int]:
@@ -116,6 +197,6 @@ def best_throughput(
     for batch in BATCHES:
         x = rng.random((batch, *shape), dtype=np.float32)
         reps = max(2, 64 // batch)
-        t = median_time(lambda: [forward(x) for _ in range(reps)], repeats=3) / reps
+        t = median_time(lambda x=x, reps=reps: [forward(x) for _ in range(reps)], repeats=3) / reps
         best = max(best, (batch / t, batch))
     return best

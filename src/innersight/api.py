@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -48,6 +50,9 @@ def wrap(model: Any, **options: Any) -> ModelAdapter:
     Raises:
         BackendNotFoundError: no installed backend accepts the model.
     """
+    cached = _ADAPTERS.lookup(model, options)  # before the (slow) protocol check
+    if cached is not None:
+        return cached
     if isinstance(model, ModelAdapter):
         if options:
             raise InputError(
@@ -73,17 +78,35 @@ class _AdapterCache:
         self._entries: OrderedDict[tuple[int, Any], tuple[Any, ModelAdapter]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model: Any, options: Mapping[str, Any]) -> ModelAdapter:
+    @staticmethod
+    def _key(model: Any, options: Mapping[str, Any]) -> tuple[int, Any] | None:
         try:
             key: tuple[int, Any] = (id(model), tuple(sorted(options.items())))
             hash(key)
-        except TypeError:  # unhashable option values: wrap afresh
-            return get_plugin_manager().wrap(model, options)
+        except TypeError:  # unhashable option values: not cached
+            return None
+        return key
+
+    def lookup(self, model: Any, options: Mapping[str, Any]) -> ModelAdapter | None:
+        """The cached adapter of ``model`` with ``options``, or None (only native models are
+        ever cached, so a hit needs no adapter check)."""
+        key = self._key(model, options)
+        if key is None:
+            return None
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] is model:
                 self._entries.move_to_end(key)
                 return entry[1]
+        return None
+
+    def get(self, model: Any, options: Mapping[str, Any]) -> ModelAdapter:
+        key = self._key(model, options)
+        if key is None:  # unhashable option values: wrap afresh
+            return get_plugin_manager().wrap(model, options)
+        cached = self.lookup(model, options)
+        if cached is not None:
+            return cached
         adapter = get_plugin_manager().wrap(model, options)
         with self._lock:
             self._entries[key] = (model, adapter)
@@ -130,9 +153,31 @@ def get_technique(name: str) -> Technique:
     return registry[name]
 
 
+_PARAMETERS: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def _parameter_names(technique: Technique) -> tuple[str, ...]:
+    """``technique.parameters()`` names, remembered per ``explain`` function where they come
+    from its signature alone (reading a signature took a tenth of a small model's saliency
+    call); a technique that overrides ``parameters`` is asked every time."""
+    plain = type(technique).parameters is Technique.parameters
+    explain = getattr(technique.explain, "__func__", None) if plain else None
+    try:
+        names = _PARAMETERS.get(explain) if explain is not None else None
+    except TypeError:
+        names = None
+    if names is None:
+        names = tuple(technique.parameters())
+        if explain is not None:
+            _PARAMETERS[explain] = names
+    return names
+
+
 def check_params(technique: Technique, params: Mapping[str, Any]) -> None:
     """Reject parameters that ``technique.explain`` does not take, listing the valid ones."""
-    valid = technique.parameters()
+    if not params:
+        return
+    valid = _parameter_names(technique)
     for key in params:
         if key not in valid:
             raise InputError(
@@ -169,7 +214,8 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
         **params: the technique's keyword parameters (see ``techniques()[name].parameters()``).
 
     Raises:
-        InnersightError: (a subclass of it) for every user mistake, with a message saying what to do.
+        InnersightError: (a subclass of it) for every user mistake, with a message saying what
+            to do.
         PluginError: a third-party technique crashed or returned a malformed Explanation (the
             message names the plugin and its distribution).
     """
@@ -185,7 +231,7 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
             x = inputs  # read batch by batch by the technique, which validates each batch
         else:
             x = prepare_inputs(adapter, inputs)
-            shaped_layers(adapter, x[:1])  # plugins see output shapes in model.layers()
+            _ensure_shapes(adapter, x)  # plugins see output shapes in model.layers()
     t0 = time.perf_counter()
     result = _run(tech, adapter, x, params)
     elapsed = time.perf_counter() - t0
@@ -195,6 +241,36 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     result.meta.setdefault("seconds", elapsed)
     result.meta.setdefault("versions", versions(adapter.backend))
     return result
+
+
+#: Adapters whose ``layers()`` already showed output shapes: they keep them (an adapter learns
+#: shapes once), so ``explain`` does not list every layer again on each call.
+_SHAPED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _ensure_shapes(adapter: ModelAdapter, x: np.ndarray) -> None:
+    """:func:`shaped_layers` once per adapter (listing a torch model's layers took ~60 us)."""
+    try:
+        if adapter in _SHAPED:
+            return
+    except TypeError:  # not weak-referenceable or unhashable: check every call
+        _probe_shapes(adapter, x)
+        return
+    infos = _probe_shapes(adapter, x)
+    if any(tuple(info.output_shape) != () for info in infos):
+        with contextlib.suppress(TypeError):  # not weak-referenceable: probed every call
+            _SHAPED.add(adapter)
+
+
+def _probe_shapes(adapter: ModelAdapter, x: np.ndarray) -> list[Any]:
+    """:func:`shaped_layers` with one input; when that pass fails, once more with the whole
+    batch, so the error names the shape the user passed (not a one-input slice of it)."""
+    try:
+        return shaped_layers(adapter, x[:1])
+    except InnersightError:
+        if len(x) == 1:
+            raise
+    return shaped_layers(adapter, x)
 
 
 def _provider(tech: Technique) -> PluginInfo:
@@ -315,10 +391,8 @@ def _versions(backend: str) -> tuple[tuple[str, str], ...]:
     out = {"python": platform.python_version(), "numpy": np.__version__}
     for dist in ("innersight", {"torch": "torch", "keras": "keras"}.get(backend, "")):
         if dist:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 out[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                pass
     if backend == "keras" and "tensorflow" in sys.modules:
         out["tensorflow"] = getattr(sys.modules["tensorflow"], "__version__", "")
     return tuple(out.items())

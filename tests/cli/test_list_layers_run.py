@@ -83,7 +83,9 @@ def test_list_techniques_backends_and_failures(capsys, monkeypatch):
     assert saliency.split()[-3:] == ["innersight.plugins.saliency", "innersight", version]
     assert "Backends (3):" in out
     for backend in ("torch", "keras", "function"):
-        row = next(ln for ln in out.splitlines() if ln.startswith(f"innersight.backends.{backend} "))
+        row = next(
+            ln for ln in out.splitlines() if ln.startswith(f"innersight.backends.{backend} ")
+        )
         assert row.split() == [f"innersight.backends.{backend}", "innersight", version]
     assert "Plugins that failed to load (" in out
     assert "broken_plugin  broken-dist 1.2  import  ImportError: x" in out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import innersight as ins
 from innersight.cli.params import convert, convert_params, parse_assignments
 from innersight.core.technique import Technique
 
-ProgressArg = Union[bool, None, Callable[[int, int], Any]]
+ProgressArg = bool | None | Callable[[int, int], Any]  # as innersight.core.ProgressArg
 
 
 class Fake(Technique):

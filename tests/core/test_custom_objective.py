@@ -83,3 +83,27 @@ def test_wrong_shape_and_untraceable_results_are_explained(x) -> None:
     # the advice works: reduce to one value per sample
     values, _ = model.value_and_grad(x, objectives.Custom(lambda s: s.sum(dim=1)))
     assert values.shape == (3,)
+
+
+def test_keras_difference_of_logits_read_before_the_softmax(x) -> None:
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
+    adapter = ins.wrap(model)
+    margin = objectives.Custom(lambda s: s[:, 3] - s[:, 1])
+    v, g = adapter.value_and_grad(x, margin)
+    v3, g3 = adapter.value_and_grad(x, objectives.Logit(3))
+    v1, g1 = adapter.value_and_grad(x, objectives.Logit(1))
+    np.testing.assert_allclose(v, v3 - v1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, g3 - g1, rtol=1e-4, atol=1e-7)
+    saliency = ins.explain("saliency", model, x, target=lambda s: s[:, 3] - s[:, 1])
+    np.testing.assert_allclose(saliency.values, np.abs(g3 - g1).max(-1), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ObjectiveError, match=r"returned shape \(3, 5\) for 3 samples"):
+        adapter.value_and_grad(x, objectives.Custom(lambda s: s))

@@ -95,7 +95,9 @@ def test_budget_too_small_is_reported(ref, images):
     ):
         ex = ins.explain("integrated_gradients", ref, images, max_steps=52)
     assert max(ex.meta["points"]) == 52 and not all(ex.meta["converged"])
-    missed = [c for c, ok in zip(ex.meta["completeness"], ex.meta["converged"]) if not ok]
+    missed = [
+        c for c, ok in zip(ex.meta["completeness"], ex.meta["converged"], strict=True) if not ok
+    ]
     assert max(c["relative_error"] for c in missed) > 0.01
 
 

@@ -190,6 +190,13 @@ def test_linear_model_closed_form(linear, backend):
     np.testing.assert_allclose(ex.values, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+def per_input_baseline(x):
+    """One baseline per input: the first image's is negative noise, the second's a ramp."""
+    rng = np.random.default_rng(11)
+    ramp = np.linspace(0, 2, x[0].size, dtype=np.float32).reshape(x.shape[1:])
+    return np.stack([-rng.random(x.shape[1:], dtype=np.float32), ramp])
+
+
 def blur(x, size):
     return uniform_filter(x.astype(np.float64), size=(1, *size, 1), mode="nearest")
 
@@ -200,18 +207,25 @@ def blur(x, size):
         ("mean", lambda x, win: np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape)),
         ("blur", lambda x, win: blur(x, win)),
         (0.25, lambda x, win: np.full(x.shape, 0.25)),
+        ("black", lambda x, win: np.zeros(x.shape)),
         (
             "array",
             lambda x, win: np.broadcast_to(np.linspace(-1, 1, x[0].size).reshape(SHAPE), x.shape),
         ),
+        ("per-input", lambda x, win: per_input_baseline(x)),
     ],
 )
 @pytest.mark.parametrize("window", [(5, 5), (4, 6)])
 def test_baselines_against_linear_closed_form(linear, baseline, make, window):
+    """Every baseline core.baselines takes (one per input too, as integrated gradients takes
+    them), with occlusion's own "blur": a box blur of the window's size."""
     weights, backends = linear
     x = np.random.default_rng(5).random((2, *SHAPE), dtype=np.float32)
     base = make(x, window)
-    arg = np.linspace(-1, 1, x[0].size).reshape(SHAPE) if baseline == "array" else baseline
+    arg = {
+        "array": np.linspace(-1, 1, x[0].size).reshape(SHAPE),
+        "per-input": per_input_baseline(x),
+    }.get(baseline, baseline)
     ex = explain(backends["numpy"], x, window=window, stride=2, target=2, baseline=arg)
     expected = linear_closed_form(weights, x, [2, 2], window, (2, 2), base)
     np.testing.assert_allclose(ex.values, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
@@ -322,33 +336,32 @@ def test_explanation_contents(small, images):
             r"window \(13, 13\) is larger than the 12x12 images; use a window of at most \(12, 12\)",
         ),
         ({"window": (5, 20)}, r"window \(5, 20\) is larger than the 12x12 images"),
-        ({"stride": 0}, r"stride=0 must be positive"),
-        ({"window": -3}, r"window=-3 must be positive"),
+        ({"stride": 0}, r"stride must be a positive int or a pair of them \(rows, cols\), got 0"),
+        ({"window": -3}, r"window must be a positive int or a pair of them .*got -3; pass e\.g\."),
         ({"window": 12, "stride": 13}, r"stride \(13, 13\) is larger than the 12x12 images"),
         (
             {"window": 4, "stride": 5},
             r"stride \(5, 5\) is larger than window \(4, 4\).*leave pixels",
         ),
-        ({"window": "big"}, r"window='big' is not valid; pass a positive int or an \(h, w\) pair"),
-        ({"stride": (1, 2, 3)}, r"stride=\(1, 2, 3\) is not valid"),
-        ({"window": 2.5}, r"window=2.5 is not valid"),
+        ({"window": "big"}, r"window must be a positive int or a pair of them .*got 'big'"),
+        ({"stride": (1, 2, 3)}, r"stride must be a positive int .*got \(1, 2, 3\)"),
+        ({"window": 2.5}, r"window must be a positive int .*got 2.5"),
+        ({"window": True}, r"window must be a positive int .*got True"),
         (
             {"baseline": np.zeros((12, 12))},
-            r"baseline array has shape \(12, 12\), expected one input's shape \(12, 12, 3\)",
+            r"baseline has shape \(12, 12\); pass a number \(e\.g\. 0\.0\), 'zeros', 'mean', "
+            r"'blur', or an array shaped like one input \(12, 12, 3\) or like the batch "
+            r"\(4, 12, 12, 3\)",
         ),
-        (
-            {"baseline": "median"},
-            r"baseline='median' is unknown; use a number, 'mean', 'blur' or an array",
-        ),
-        ({"baseline": True}, r"baseline=True is not valid"),
-        ({"baseline": float("nan")}, r"baseline=nan is not finite"),
-        ({"baseline": np.full(SHAPE, np.inf)}, r"baseline array contains NaN or Inf values"),
-        (
-            {"baseline": {"a": 1}},
-            r"baseline of type dict is not valid; use a number, 'mean', 'blur'",
-        ),
-        ({"baseline": None}, r"baseline=None is not valid"),
-        ({"score": "prob"}, r"score='prob' is unknown; use 'logit' or 'probability'"),
+        ({"baseline": "median"}, r"baseline='median' is unknown; pass a number"),
+        ({"baseline": True}, r"baseline=True is not a baseline; pass a number"),
+        ({"baseline": float("nan")}, r"baseline contains NaN or Inf values; pass finite numbers"),
+        ({"baseline": np.full(SHAPE, np.inf)}, r"baseline contains NaN or Inf values"),
+        ({"baseline": {"a": 1}}, r"baseline must be a number, a name or an array, got dict"),
+        ({"baseline": None}, r"baseline=None is not a baseline"),
+        ({"score": "prob"}, r"score='prob' is unknown; use one of 'logit', 'probability'"),
+        ({"edges": "captum"}, r"edges='captum' is unknown; use one of 'aligned', 'truncate'"),
+        ({"method": "fast"}, r"method='fast' is unknown; use one of 'naive', 'incremental'"),
         ({"batch_size": 0}, r"batch_size must be a positive int or 'auto', got 0"),
     ],
 )
@@ -358,17 +371,25 @@ def test_error_messages(params, message, images, small_weights):
         explain(ReferenceAdapter.from_weights(small_weights), images, **params)
 
 
+def test_the_advice_of_the_messages_works(images, small_weights):
+    """The examples the messages give run: window=8 (validate.pair's example) and a baseline
+    shaped like the batch."""
+    model = ReferenceAdapter.from_weights(small_weights)
+    assert explain(model, images, window=8, stride=4).meta["windows"] == 4
+    per_input = np.zeros(images.shape, np.float32)
+    zero = explain(model, images, window=5, stride=4, baseline=0.0)
+    same = explain(model, images, window=5, stride=4, baseline=per_input)
+    np.testing.assert_array_equal(same.values, zero.values)
+    assert same.params["baseline"].shape == images.shape
+
+
 def test_error_for_non_image_inputs_and_bad_target(small_weights, images):
     vector = ReferenceAdapter(ReferenceNetwork([Dense("fc", np.ones((10, 2)), np.zeros(2))], (10,)))
     with pytest.raises(
         ins.InputError, match=r"needs a batch of images \(N, H, W, C\), got shape \(2, 10\)"
     ):
         explain(vector, np.ones((2, 10), np.float32))
-    import torch
-
     model = ReferenceAdapter.from_weights(small_weights)
-    with pytest.raises(ins.InputError, match=r"baseline is a Tensor; pass a numpy array shaped"):
-        explain(model, images, window=5, stride=4, baseline=torch.zeros(12, 12, 3))
     with pytest.raises(ins.ObjectiveError, match="target 7 is out of range: valid values are 0..2"):
         explain(model, images, window=5, stride=4, target=7)
 
@@ -404,3 +425,31 @@ def test_progress_false_is_silent_and_callbacks_see_every_item(small_weights, im
     explain(model, images, window=5, stride=4, progress=True)
     # a bar was drawn (tqdm clears it at the end; how far it got depends on its refresh rate)
     assert re.search(r"occlusion\b.*\d+/36", capsys.readouterr().err)
+
+
+def test_occluded_batches_are_built_in_place():
+    """One buffer per chunk size, reused: every chunk equals a fresh copy with its windows
+    pasted, whether a slot keeps its image (only the old window is restored) or changes it."""
+    from innersight.plugins._windows import OccludedBatches
+
+    rng = np.random.default_rng(12)
+    inputs = rng.random((3, 10, 9, 2), dtype=np.float32)
+    base = rng.random(inputs.shape, dtype=np.float32) - 2.0
+    batches = OccludedBatches(inputs, base, (3, 4))
+    seen: dict[int, int] = {}
+    for size in (5, 5, 3, 5, 5, 7, 7, 3):
+        image = rng.integers(0, 2 if size == 5 else 3, size)
+        top, left = rng.integers(0, 9, size), rng.integers(0, 8, size)
+        batch = batches(image, top, left)
+        expected = inputs[image].copy()
+        for i in range(size):
+            expected[i, top[i] : top[i] + 3, left[i] : left[i] + 4] = base[
+                image[i], top[i] : top[i] + 3, left[i] : left[i] + 4
+            ]
+        np.testing.assert_array_equal(batch, expected)
+        if size in seen and size != 3:  # 3 was dropped in between (two sizes are kept)
+            assert id(batch) == seen[size]
+        seen[size] = id(batch)
+    np.testing.assert_array_equal(
+        inputs, np.random.default_rng(12).random(inputs.shape, dtype=np.float32)
+    )

@@ -327,9 +327,7 @@ def test_demo_command_writes_the_report_and_an_image_per_technique(tmp_path):
     # randomized model's maps are constant (a dead neuron, a Lasso shrunk to zero)
     assert all(len(re.findall(r"[\d.]+ ± ", cells)) >= 2 for _, cells in rows)
     classic = {"saliency", "grad_cam", "integrated_gradients", "occlusion", "smoothgrad"}
-    assert all(
-        len(re.findall(r"[\d.]+ ± ", cells)) == 3 for name, cells in rows if name in classic
-    )
+    assert all(len(re.findall(r"[\d.]+ ± ", cells)) == 3 for name, cells in rows if name in classic)
     for name in ins.techniques():
         assert f"technique-{name}" in ids
         for backend in ("torch", "keras"):

@@ -242,8 +242,8 @@ def _inputs(args: argparse.Namespace, adapter: Any) -> np.ndarray:
 
 
 def _write(args: argparse.Namespace, out: Path, section: Any) -> int:
-    from innersight.core.render import png_bytes
     from innersight.core.evaluation_render import overlay
+    from innersight.core.render import png_bytes
 
     header, rows = section.header(), section.rows()
     (out / "evaluation.md").write_text(_markdown(header, rows, section))

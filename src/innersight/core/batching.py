@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ __all__ = [
     "parse_bytes",
 ]
 
-ProgressArg = Union[bool, None, Callable[[int, int], Any]]
+ProgressArg = bool | None | Callable[[int, int], Any]
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 
 
@@ -48,7 +48,8 @@ def parse_bytes(text: str | int) -> int:
 
 
 def default_budget() -> int:
-    """``INNERSIGHT_MEMORY_BUDGET`` if set, else a quarter of free memory, between 256 MB and 2 GB."""
+    """``INNERSIGHT_MEMORY_BUDGET`` if set, else a quarter of free memory, between 256 MB and
+    2 GB."""
     env = os.environ.get("INNERSIGHT_MEMORY_BUDGET")
     if env:
         return parse_bytes(env)

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import CapabilityError, InputError, ModelAdapter
+from innersight.core import CapabilityError, ModelAdapter, validate
 
 __all__ = [
     "AUTO_MIN_SAVING",
@@ -168,13 +168,17 @@ class Plan:
     def starts(self, row: np.ndarray, col: np.ndarray) -> list[np.ndarray]:
         """Per node, the (B, 2) region starts of windows with corner indices ``row``, ``col``."""
         return [
-            np.stack([r[row], c[col]], axis=1) for r, c in zip(self.row_starts, self.col_starts)
+            np.stack([r[row], c[col]], axis=1)
+            for r, c in zip(self.row_starts, self.col_starts, strict=True)
         ]
 
     def macs(self) -> float:
         """Multiply-adds per occluded image on the incremental path."""
         nodes = self.graph.nodes
-        return sum(n.macs * h * w for n, (h, w) in zip(nodes, self.sizes)) + self.graph.tail_macs
+        return (
+            sum(n.macs * h * w for n, (h, w) in zip(nodes, self.sizes, strict=True))
+            + self.graph.tail_macs
+        )
 
     def saving(self) -> float:
         """Estimated speed-up over naive occlusion: full multiply-adds over incremental ones."""
@@ -183,7 +187,7 @@ class Plan:
     def bytes_per_item(self) -> int:
         """Working set of one occluded image: crops gathered, regions computed, full tail."""
         total = 0
-        for node, (h, w) in zip(self.graph.nodes, self.sizes):
+        for node, (h, w) in zip(self.graph.nodes, self.sizes, strict=True):
             total += node.channels * h * w
             if node.op != "pointwise" and node.inputs:
                 ch = self.graph.nodes[node.inputs[0]].channels * len(node.inputs)
@@ -202,7 +206,7 @@ def make_plan(graph: Graph, rows: np.ndarray, cols: np.ndarray, window: tuple[in
     """The regions to recompute for windows at ``rows`` x ``cols`` corners of size ``window``."""
     size_h, start_h = _axis_plan(graph.nodes, 0, rows, window[0])
     size_w, start_w = _axis_plan(graph.nodes, 1, cols, window[1])
-    return Plan(graph, tuple(zip(size_h, size_w)), tuple(start_h), tuple(start_w))
+    return Plan(graph, tuple(zip(size_h, size_w, strict=True)), tuple(start_h), tuple(start_w))
 
 
 def _axis_plan(
@@ -266,8 +270,7 @@ def choose(
         InputError: an unknown ``method``.
         CapabilityError: ``method="incremental"`` on a model that does not allow it.
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(f"method={method!r} is unknown; use 'naive', 'incremental' or 'auto'")
+    validate.choice("method", method, METHODS)
     if method == "naive":
         return None, "method='naive': one full forward per occluded image"
     plan, why_not = _plan(model, input_shape, rows, cols, window)

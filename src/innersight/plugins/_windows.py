@@ -20,34 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from innersight.core import InputError
+from innersight.core import InputError, validate
+from innersight.core.baselines import resolve_baseline
 
 __all__ = [
     "EDGES",
+    "OccludedBatches",
     "box_blur",
     "check_edges",
+    "check_geometry",
     "coverage",
     "make_baseline",
-    "pair",
     "window_corners",
 ]
 
-BASELINE_NAMES = ("mean", "blur")
 EDGES = ("aligned", "truncate")
-
-
-def pair(value: Any, what: str) -> tuple[int, int]:
-    """An int or an (h, w) pair of ints -> (h, w); InputError for anything else."""
-    items = list(value) if isinstance(value, (tuple, list, np.ndarray)) else [value, value]
-    ok = len(items) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items
-    )
-    if not ok:
-        raise InputError(f"{what}={value!r} is not valid; pass a positive int or an (h, w) pair")
-    h, w = int(items[0]), int(items[1])
-    if h < 1 or w < 1:
-        raise InputError(f"{what}={value!r} must be positive; pass e.g. {what}=8 or (8, 8)")
-    return h, w
 
 
 def check_geometry(window: tuple[int, int], stride: tuple[int, int], hw: tuple[int, ...]) -> None:
@@ -77,13 +64,8 @@ def check_geometry(window: tuple[int, int], stride: tuple[int, int], hw: tuple[i
 
 
 def check_edges(edges: Any) -> str:
-    """``edges`` must be one of :data:`EDGES`; InputError naming them otherwise."""
-    if not isinstance(edges, str) or edges not in EDGES:
-        raise InputError(
-            f"edges={edges!r} is unknown; use 'aligned' (a last full window flush with the "
-            "edge) or 'truncate' (a last window cut at the edge, Captum's Occlusion)"
-        )
-    return edges
+    """``edges`` must be one of :data:`EDGES` (:func:`innersight.core.validate.choice`)."""
+    return str(validate.choice("edges", edges, EDGES))
 
 
 def window_corners(size: int, window: int, stride: int, edges: str = "aligned") -> np.ndarray:
@@ -122,49 +104,61 @@ def box_blur(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def make_baseline(baseline: Any, inputs: np.ndarray, window: tuple[int, int]) -> np.ndarray:
-    """What an occluded window is filled with, broadcast to the shape of ``inputs`` (a view
-    where possible, so a constant baseline costs no memory)."""
-    if isinstance(baseline, str):
-        if baseline == "mean":  # per image, per channel
-            return np.broadcast_to(inputs.mean(axis=(1, 2), keepdims=True), inputs.shape)
-        if baseline == "blur":
-            return box_blur(inputs, window)
-        raise InputError(
-            f"baseline={baseline!r} is unknown; use a number, 'mean', 'blur' or an array "
-            f"shaped like one input {inputs.shape[1:]}"
-        )
-    if isinstance(baseline, (bool, np.bool_)) or baseline is None:
-        raise InputError(
-            f"baseline={baseline!r} is not valid; use a number, 'mean', 'blur' or an array "
-            f"shaped like one input {inputs.shape[1:]}"
-        )
-    if isinstance(baseline, (int, float, np.integer, np.floating)):
-        value = np.float32(baseline)
-        if not np.isfinite(value):
-            raise InputError(f"baseline={baseline!r} is not finite; use a finite number")
-        return np.broadcast_to(value, inputs.shape)
-    arr = _baseline_array(baseline, inputs.shape[1:])
-    return np.broadcast_to(arr, inputs.shape)
+    """What an occluded window is filled with, shaped like ``inputs``.
+
+    Every value :func:`innersight.core.baselines.resolve_baseline` takes, with its messages
+    (a number, "zeros"/"black", "mean", an array shaped like one input or like the batch),
+    except ``"blur"``: for occlusion a box blur of each image whose box is the window
+    (:func:`box_blur`), so a hidden window holds the local average of what it hides. A constant
+    baseline is a broadcast view (no memory per input).
+    """
+    if isinstance(baseline, str) and baseline == "blur":
+        return box_blur(inputs, window)
+    if validate.is_number(baseline) or (
+        isinstance(baseline, str) and baseline in ("zeros", "black")
+    ):
+        one = resolve_baseline(baseline, inputs[:1])  # validated (finite), then broadcast
+        return np.broadcast_to(one[0], inputs.shape)
+    return resolve_baseline(baseline, inputs)
 
 
-def _baseline_array(baseline: Any, shape: tuple[int, ...]) -> np.ndarray:
-    if hasattr(baseline, "detach") or hasattr(baseline, "numpy"):
-        raise InputError(
-            f"baseline is a {type(baseline).__name__}; pass a numpy array shaped like one "
-            f"input {shape} (channels last)"
-        )
-    try:
-        arr = np.asarray(baseline, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise InputError(
-            f"baseline of type {type(baseline).__name__} is not valid; use a number, 'mean', "
-            f"'blur' or an array shaped like one input {shape}"
-        ) from err
-    if arr.shape != shape:
-        raise InputError(
-            f"baseline array has shape {arr.shape}, expected one input's shape {shape} "
-            "(H, W, C, channels last)"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise InputError("baseline array contains NaN or Inf values; clean it first")
-    return arr
+class OccludedBatches:
+    """Occluded copies of the inputs, built in place in one buffer per chunk size.
+
+    A chunk is a batch of (image, window corner) items. Each slot of the buffer remembers what
+    it holds: a slot that held the same image in the previous chunk of its size gets only the
+    previous window restored from the image and the new one pasted (two windows of memory
+    traffic, not a whole image, and no allocation per chunk); other slots copy their image
+    first. The buffers are private: adapters never write to their inputs (the contract), so a
+    slot holds exactly what was last written to it. At most two chunk sizes keep a buffer
+    (the planner's current one and the one before it).
+    """
+
+    def __init__(self, inputs: np.ndarray, base: np.ndarray, window: tuple[int, int]) -> None:
+        self.inputs, self.base, self.window = inputs, base, window
+        self._buffers: dict[int, tuple[np.ndarray, list[Any]]] = {}
+
+    def __call__(self, image: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
+        """(B, H, W, C): ``inputs[image[b]]`` with the window at (top[b], left[b]) hidden."""
+        buf, held = self._buffer(len(image))
+        wh, ww = self.window
+        for i, (img, r, c) in enumerate(
+            zip(image.tolist(), top.tolist(), left.tolist(), strict=True)
+        ):
+            before = held[i]
+            if before is not None and before[0] == img:
+                _, pr, pc = before
+                buf[i, pr : pr + wh, pc : pc + ww] = self.inputs[img, pr : pr + wh, pc : pc + ww]
+            else:
+                buf[i] = self.inputs[img]
+            buf[i, r : r + wh, c : c + ww] = self.base[img, r : r + wh, c : c + ww]
+            held[i] = (img, r, c)
+        return buf
+
+    def _buffer(self, size: int) -> tuple[np.ndarray, list[Any]]:
+        if size not in self._buffers:
+            while len(self._buffers) >= 2:
+                self._buffers.pop(next(iter(self._buffers)))
+            shape = (size, *self.inputs.shape[1:])
+            self._buffers[size] = (np.empty(shape, self.inputs.dtype), [None] * size)
+        return self._buffers[size]

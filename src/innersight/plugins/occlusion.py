@@ -19,8 +19,9 @@ pre-activation. An adapter that does not serve the tap is scored on its outputs,
 ``meta["score_source"]`` says so.
 
 Speed: the occluded images of all inputs form one stream of (image, window) items, built lazily
-chunk by chunk and scored by batched forwards under the memory budget
-(:class:`~innersight.core.BatchPlanner`), so small images still fill batches. The per-pixel sums
+chunk by chunk, in place in one buffer per chunk size (:class:`._windows.OccludedBatches`), and
+scored by batched forwards under the memory budget (:class:`~innersight.core.BatchPlanner`), so
+small images still fill batches. The per-pixel sums
 are matrix products of the window coverage indicators, not loops over pixels or windows.
 
 Method: ``method="naive"`` (the default) runs one full forward per occluded image.
@@ -55,21 +56,25 @@ from innersight.core import (
     hookimpl,
     objectives,
     resolve_target,
+    validate,
 )
 from innersight.plugins._incremental import IncrementalScores, Plan, choose
 from innersight.plugins._presets import occlusion_grid, only_set
 from innersight.plugins._windows import (
+    OccludedBatches,
     check_edges,
     check_geometry,
     coverage,
     make_baseline,
-    pair,
     window_corners,
 )
 
 SCORES = ("logit", "probability")
+#: Chunk sizes the naive path tries: without malloc tunables (a user's own process) torch is
+#: fastest at 4-8 images per forward on CPU, with them at 32-64 (docs/performance.md).
+NAIVE_BATCHES = (4, 8, 16, 32, 64)
 #: Chunk sizes the incremental path tries: its crops are small, so larger batches pay.
-INCREMENTAL_BATCHES = (16, 32, 64, 128, 256)
+INCREMENTAL_BATCHES = (32, 64, 128, 256)
 
 
 class Occlusion(Technique):
@@ -106,8 +111,10 @@ class Occlusion(Technique):
         target: class per sample (an int, one int per sample, or None: the predicted class).
         window: occluded patch size, an int or (h, w).
         stride: step between window corners, an int or (h, w), at most the window.
-        baseline: what hides a window: a number, "mean" (each image's per-channel mean),
-            "blur" (a box blur of the image, its box the window size), or an (H, W, C) array.
+        baseline: what hides a window: a number, "zeros"/"black", "mean" (each image's
+            per-channel mean), "blur" (a box blur of the image, its box the window size: not
+            the Gaussian of integrated gradients), an (H, W, C) array, or one per input
+            (N, H, W, C); the values and messages of ``core.baselines.resolve_baseline``.
         score: "logit" (the score saliency and Grad-CAM explain: the adapter's logits tap, the
             pre-activation of a final softmax/sigmoid where the adapter finds one, else the
             outputs) or "probability" (softmax of the outputs; outputs that already are
@@ -139,9 +146,8 @@ class Occlusion(Technique):
                 f"occlusion needs a batch of images (N, H, W, C), got shape {inputs.shape}; "
                 "add a channel axis to grayscale images with x[..., None]"
             )
-        if score not in SCORES:
-            raise InputError(f"score={score!r} is unknown; use 'logit' or 'probability'")
-        win, step = pair(window, "window"), pair(stride, "stride")
+        validate.choice("score", score, SCORES)
+        win, step = validate.pair("window", window), validate.pair("stride", stride)
         check_geometry(win, step, inputs.shape[1:])
         check_edges(edges)
         rows = window_corners(inputs.shape[1], win[0], step[0], edges)
@@ -274,16 +280,13 @@ class _Run:
     ) -> np.ndarray:
         """Scores of every (image, window) item, image-major, as one batched stream."""
         per_image = len(rows) * len(cols)
+        # One buffer per chunk size, the occluded images built in place in it: a fresh copy
+        # of every image per chunk cost a full pass of allocation and copying per forward.
+        batches = OccludedBatches(self.inputs, base, win)
 
         def chunk(start: int, stop: int) -> np.ndarray:
             image, k = np.divmod(np.arange(start, stop), per_image)
-            r, c = rows[k // len(cols)], cols[k % len(cols)]
-            # One copy of the images, then each window pasted from the baseline: a full-size
-            # mask and np.where cost 3 passes over the batch (~70% of the time on a GPU).
-            batch = self.inputs[image]
-            for i, (img, top, left) in enumerate(zip(image, r, c)):
-                window = (slice(top, top + win[0]), slice(left, left + win[1]))
-                batch[(i, *window)] = base[(img, *window)]
+            batch = batches(image, rows[k // len(cols)], cols[k % len(cols)])
             self._sizes[stop - start] += 1
             return self._select(self._scores(batch), self.targets[image])
 
@@ -339,7 +342,7 @@ class _Run:
         return max(self._sizes, key=lambda s: (self._sizes[s], s)) if self._sizes else 0
 
     def _map(self, fn: Any, total: int, progress: Any, desc: str = "") -> np.ndarray:
-        return BatchPlanner().map(
+        return BatchPlanner(candidates=NAIVE_BATCHES).map(
             fn,
             total,
             per_sample=self.per_sample,

@@ -17,8 +17,8 @@ from innersight.report.records import OK, Figure
 
 if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
-    from innersight.report.scoring import FaithfulnessSection
     from innersight.report.records import Section
+    from innersight.report.scoring import FaithfulnessSection
 
 __all__ = ["check_metrics", "evaluate_models", "render_faithfulness"]
 
@@ -72,8 +72,8 @@ def evaluate_models(
 
 def render_faithfulness(results: Mapping[str, FaithfulnessSection | str]) -> str:
     """The section's HTML: a card per model (everything escaped, images embedded)."""
-    from innersight.report.scoring import TITLE
     from innersight.report.html import esc
+    from innersight.report.scoring import TITLE
 
     if not results:
         return ""

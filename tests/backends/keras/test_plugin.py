@@ -40,6 +40,7 @@ def test_wrap_returns_keras_adapter_through_the_plugin_manager(keras_small):
     assert adapter.name == "small_net"
     assert adapter.input_shape == (12, 12, 3)
     assert {str(c) for c in adapter.capabilities} == {
+        "cropped_forward",
         "forward",
         "layer_taps",
         "input_gradients",

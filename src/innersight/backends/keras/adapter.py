@@ -64,10 +64,12 @@ from innersight.core.adapter import (
 from innersight.core.errors import CapabilityError, InputError, ObjectiveError, did_you_mean
 from innersight.core.objectives import (
     Channel,
+    Custom,
     Logit,
     Neuron,
     Objective,
     channel_indices,
+    check_custom_values,
     neuron_flat_index,
     per_sample,
 )
@@ -120,6 +122,10 @@ class KerasAdapter(BaseAdapter):
     (by Keras name: ``silu``, ``gelu``, ``hard_silu``, ``sigmoid``, ...) kept their plain
     gradient (see :mod:`.activations`); None after a ``relu="plain"`` call.
 
+    ``crop_graph`` and ``crop_session`` (the ``cropped_forward`` capability: exact incremental
+    occlusion) are :mod:`.incremental`'s; on the JAX backend ``crop_graph`` declines, with the
+    reason, and ``occlusion(method="auto")`` keeps the naive path there.
+
     Traced functions are cached on the instance, at most :data:`.requests.CACHE_SIZE` of them
     (least recently used dropped; each holds one functional sub-model of the user's model).
     ``keras_backend`` names the backend the model runs on ("tensorflow", "torch" or "jax"),
@@ -128,10 +134,10 @@ class KerasAdapter(BaseAdapter):
     Threads: one adapter may be shared by several threads (``innersight.explain`` on the same
     model shares its cached adapter). Every public method (``forward`` and so
     ``predict_classes``, ``value_and_grad``, ``layer_value_and_grad``, ``layers``,
-    ``input_shape``) is serialised by a per-adapter re-entrant lock: the function cache, the lazily re-read graph of a Sequential
-    that changed and the traces are not safe to build concurrently. Serialising whole calls is
-    the simple, safe choice (TensorFlow parallelises inside each call); different adapters run
-    in parallel.
+    ``input_shape``) is serialised by a per-adapter re-entrant lock: the function cache, the
+    lazily re-read graph of a Sequential that changed and the traces are not safe to build
+    concurrently. Serialising whole calls is the simple, safe choice (TensorFlow parallelises
+    inside each call); different adapters run in parallel.
     """
 
     backend = "keras"
@@ -142,6 +148,7 @@ class KerasAdapter(BaseAdapter):
             Capability.INPUT_GRADIENTS,
             Capability.LAYER_GRADIENTS,
             Capability.RELU_OVERRIDE,
+            Capability.CROPPED_FORWARD,
         }
     )
 
@@ -252,6 +259,19 @@ class KerasAdapter(BaseAdapter):
         layer = is_input_tap(name)
         return self._graph.tensor(name) if layer is None else self._graph.input_tensor(layer)
 
+    # -- cropped forwards (exact incremental occlusion, see :mod:`.incremental`) -------------
+    def crop_graph(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        """The layers that can be recomputed on a crop, for channels-last ``input_shape``."""
+        from innersight.backends.keras import incremental
+
+        return incremental.crop_graph(self, input_shape)
+
+    def crop_session(self, x: np.ndarray, sizes: Any, *, tap: str | None = None) -> Any:
+        """Cache the activations of ``x``; return the cropped run (:mod:`.incremental`)."""
+        from innersight.backends.keras import incremental
+
+        return incremental.crop_session(self, x, sizes, tap)
+
     # -- gradients -----------------------------------------------------------------------------
     def value_and_grad(
         self, x: np.ndarray, objective: Objective, *, relu: str = "plain"
@@ -264,7 +284,10 @@ class KerasAdapter(BaseAdapter):
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=None)
             self._check_float_input()
             values, grads = self._run_grad(req, key, x, idx, crop)
-        return self._engine.to_numpy(values), self._engine.to_numpy(grads)
+        values = self._engine.to_numpy(values)
+        if isinstance(objective, Custom):
+            check_custom_values(objective, values, len(x))
+        return values, self._engine.to_numpy(grads)
 
     def layer_value_and_grad(
         self, x: np.ndarray, objective: Objective, layer: str, *, relu: str = "plain"
@@ -280,6 +303,8 @@ class KerasAdapter(BaseAdapter):
             x, idx, crop, req, key = self._request(x, objective, relu, wrt=wrt)
             values, acts, grads = self._run_grad(req, (*key, layer), x, idx, crop)
         numpy = self._engine.to_numpy
+        if isinstance(objective, Custom):
+            check_custom_values(objective, numpy(values), len(x))
         return numpy(values), numpy(acts), numpy(grads)
 
     def _run_grad(self, req: GradRequest, key: tuple[Any, ...], *args: Any) -> Any:
@@ -293,10 +318,10 @@ class KerasAdapter(BaseAdapter):
         self.last_relu_report = None
         with self._model_call():
             fn = self._cache.get(key, lambda: make(self._graph.input, req, self.name))
-            if req.kind == "logit":
+            if req.kind in ("logit", "custom"):
                 self._check_logits()
             out = fn(*args)
-        if req.kind == "logit":
+        if req.kind in ("logit", "custom"):
             self._check_logits()
         self.last_relu_report = fn.relu_report
         return out
@@ -310,10 +335,23 @@ class KerasAdapter(BaseAdapter):
             return (x, *self._logit_request(x, objective, relu, wrt))
         if isinstance(objective, (Channel, Neuron)):
             return (x, *self._layer_request(x, objective, relu, wrt))
+        if isinstance(objective, Custom):
+            return (x, *self._custom_request(x, objective, relu, wrt))
         raise ObjectiveError(
-            f"unknown objective {objective!r}; expected innersight.objectives.Logit, Channel or "
-            "Neuron"
+            f"unknown objective {objective!r}; expected innersight.objectives.Logit, Channel, "
+            "Neuron or Custom"
         )
+
+    def _custom_request(
+        self, x: np.ndarray, objective: Custom, relu: str, wrt: Any
+    ) -> tuple[Any, ...]:
+        """A score of the user's own on the Logit tensor (the cached function holds ``fn``, so
+        its ``id`` in the key cannot be reused while the entry lives)."""
+        plan = self._plan
+        report = self._hidden_probabilities if plan.check_output else None
+        req = GradRequest("custom", plan.tensor, plan.dense, wrt, relu, report, objective.fn)
+        idx = np.zeros(x.shape[0], dtype=np.int64)
+        return idx, np.int32(0), req, ("grad", "custom", id(objective.fn), relu)
 
     def _logit_request(
         self, x: np.ndarray, objective: Logit, relu: str, wrt: Any

@@ -1,10 +1,12 @@
 """Cropped forwards of Keras models for exact incremental occlusion (``cropped_forward``).
 
-NOT REGISTERED YET: the Keras adapter gains the capability by adding ``Capability.
-CROPPED_FORWARD`` to its ``capabilities`` and two methods that call :func:`crop_graph` and
-:func:`crop_session` (see the end of this docstring). The contract and the planning are
-backend-neutral (:mod:`innersight.plugins._incremental`); this module is the Keras side, written
-with ``keras.ops`` so that it runs on every Keras backend.
+The Keras adapter's ``crop_graph`` and ``crop_session`` call :func:`crop_graph` and
+:func:`crop_session`. The contract and the planning are backend-neutral
+(:mod:`innersight.plugins._incremental`); this module reads the Keras graph, and
+:mod:`.incremental_run` runs the crops, written with ``keras.ops``: one ``tf.function`` per
+program and region sizes on TensorFlow, eager on torch. On JAX the cropped run would dispatch
+(and compile) every small op eagerly, slower than naive occlusion, so :func:`crop_graph` says so
+and ``method="auto"`` keeps the naive path there.
 
 The graph is the model's own functional graph (built Sequential/Functional models), read in
 execution order; nothing is traced and nothing is added to the user's layers. A node is in the
@@ -22,23 +24,9 @@ croppable prefix when everything it reads is, and it is one of (exact types, cha
 The tail (everything else) runs as a functional sub-model ``keras.Model(frontier, output)`` of
 the user's layers, on full activations patched with the recomputed regions.
 
-To register (src/innersight/backends/keras/adapter.py)::
-
-    Capability.CROPPED_FORWARD,                               # in KerasAdapter.capabilities
-
-    def crop_graph(self, input_shape):                         # KerasAdapter methods
-        from innersight.backends.keras import incremental
-
-        return incremental.crop_graph(self, input_shape)
-
-    def crop_session(self, x, sizes, *, tap=None):
-        from innersight.backends.keras import incremental
-
-        return incremental.crop_session(self, x, sizes, tap)
-
 It reads the adapter's ``_sync()`` (the ModelGraph), ``_plan`` (the LogitsPlan: the logits
-tensor and the Dense layer whose pre-activation they are), ``_functional``, ``_lock`` and
-``check_input``. Written with ``keras.ops``; tested on the TensorFlow backend.
+tensor and the Dense layer whose pre-activation they are), ``_functional``, ``_engine``,
+``keras_backend``, ``_lock`` and ``check_input``.
 """
 
 from __future__ import annotations
@@ -51,6 +39,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from innersight.backends.keras.incremental_run import Session, pads_of, runner
 from innersight.core.adapter import LOGITS
 from innersight.core.errors import InputError
 
@@ -91,6 +80,15 @@ class _Program:
     stop: str | None = None
     sources: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
     frontier: list[int] = field(default_factory=list)
+    runners: dict[Any, Any] = field(default_factory=dict)  # (sizes, tap) -> Runner
+    forwards: dict[Any, Any] = field(default_factory=dict)  # the engine's cache passes
+
+    def cache_forward(self, adapter: Any, tensors: list[Any]) -> Any:
+        """The engine's traced forward from the model input to ``tensors`` (cached)."""
+        key = tuple(id(t) for t in tensors)
+        if key not in self.forwards:
+            self.forwards[key] = adapter._engine.make_forward(self.graph.input, tensors)
+        return self.forwards[key]
 
 
 _PROGRAMS: weakref.WeakKeyDictionary[Any, dict[Any, _Program | str]] = weakref.WeakKeyDictionary()
@@ -157,6 +155,11 @@ def _program(adapter: Any, input_shape: tuple[int, ...], tap: str | None) -> _Pr
 
 def _build(adapter: Any, input_shape: tuple[int, ...], tap: str | None) -> _Program | str:
     graph = adapter._sync()
+    if adapter.keras_backend == "jax":
+        return (
+            "Keras on JAX would run the cropped layers op by op without jit, slower than "
+            "naive occlusion (cropped forwards run on the TensorFlow and torch backends)"
+        )
     if len(input_shape) != 3 or tuple(graph.input.shape[1:]) != input_shape:
         return f"only image models of a fixed input shape can be cropped (got {input_shape})"
     plan = adapter._plan
@@ -271,12 +274,7 @@ def _plan_sources(program: _Program) -> None:
 
 
 def _pads(program: _Program, op: _Op, read: Any) -> tuple[Any, ...]:
-    src, out = read.shape[1:3], op.tensor.shape[1:3]
-    after = []
-    for a in (0, 1):
-        extent = (op.kernel[a] - 1) * op.dilation[a] + 1
-        after.append(max(0, (out[a] - 1) * op.stride[a] - op.padding[a] + extent - src[a]))
-    return (op.padding[0], op.padding[1], after[0], after[1], op.pad_value)
+    return pads_of(op, read.shape[1:3], op.tensor.shape[1:3])
 
 
 def crop_session(
@@ -292,113 +290,5 @@ def crop_session(
             f"crop_session got {len(sizes)} region sizes for {len(program.ops)} croppable "
             "nodes; pass one (h, w) per node of crop_graph()['nodes']"
         )
-    return _Session(adapter, program, x, [(int(h), int(w)) for h, w in sizes], tap)
-
-
-class _Session:
-    """Cached, padded activations of a group of images, and the cropped run on them."""
-
-    def __init__(
-        self, adapter: Any, program: _Program, x: np.ndarray, sizes: list[tuple[int, int]],
-        tap: str | None,
-    ) -> None:  # fmt: skip
-        self.adapter, self.program, self.sizes = adapter, program, sizes
-        self.dense = adapter._plan.dense if tap == LOGITS else None
-        keys = [(i, p) for i, pads in program.sources.items() for p in pads]
-        tensors = [program.ops[i].tensor for i, _ in keys]
-        with adapter._lock:
-            values = keras.Model(program.graph.input, tensors)(x, training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
-        self.sources = {key: _pad(v, key[1]) for key, v in zip(keys, values)}
-        frontier = [program.ops[i].tensor for i in program.frontier]
-        direct = program.index.get(id(program.target))
-        self.direct = None if direct is None else program.frontier.index(direct)
-        self.tail = None if self.direct is not None else keras.Model(frontier, program.target)
-
-    def __call__(
-        self, image_index: np.ndarray, starts: Sequence[np.ndarray], patches: np.ndarray
-    ) -> np.ndarray:
-        img = keras.ops.convert_to_tensor(np.asarray(image_index, np.int32))
-        st = [keras.ops.convert_to_tensor(np.asarray(s, np.int32)) for s in starts]
-        with self.adapter._lock:
-            regions = self._regions(img, st, patches)
-            full = [self._full(j, img, st, regions) for j in self.program.frontier]
-            out = full[self.direct] if self.tail is None else self.tail(full, training=False)
-            if self.dense is not None:
-                out = keras.ops.matmul(out, self.dense.kernel) + self.dense.bias
-        return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
-
-    def _regions(self, img: Any, st: list[Any], patches: np.ndarray) -> list[Any]:
-        program, regions = self.program, []
-        for i, op in enumerate(program.ops):
-            if op.op == "input":
-                value = keras.ops.convert_to_tensor(patches)
-            elif op.op == "pointwise":
-                value = op.layer(regions[program.index[id(op.reads[0])]], training=False)
-            elif op.op == "window":
-                j = program.index[id(op.reads[0])]
-                pads = _pads(program, op, op.reads[0])
-                size = [
-                    (n - 1) * op.stride[a] + (op.kernel[a] - 1) * op.dilation[a] + 1
-                    for a, n in enumerate(self.sizes[i])
-                ]
-                corner = st[i] * np.asarray(op.stride, np.int32)
-                at = st[j] + np.asarray(pads[:2], np.int32)
-                crop = _patched(self.sources[(j, pads)], img, corner, size, regions[j], at)
-                value = op.run(crop)  # type: ignore[misc]
-            else:
-                parts = [
-                    _patched(
-                        self.sources[(k, _PLAIN)], img, st[i], self.sizes[i], regions[k], st[k]
-                    )
-                    for k in (program.index[id(r)] for r in op.reads)
-                ]
-                value = parts[0]
-                for part in parts[1:]:
-                    value = value + part
-            regions.append(value)
-        return regions
-
-    def _full(self, j: int, img: Any, st: list[Any], regions: list[Any]) -> Any:
-        shape = self.program.ops[j].tensor.shape[1:3]
-        if tuple(self.sizes[j]) == tuple(shape):
-            return regions[j]
-        zero = keras.ops.zeros_like(st[j])
-        return _patched(self.sources[(j, _PLAIN)], img, zero, shape, regions[j], st[j])
-
-
-def _pad(value: Any, pads: tuple[Any, ...]) -> Any:
-    top, left, bottom, right, fill = pads
-    if not (top or left or bottom or right):
-        return value
-    return keras.ops.pad(
-        value, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=fill
-    )
-
-
-def _patched(src: Any, img: Any, corner: Any, size: Sequence[int], region: Any, at: Any) -> Any:
-    """(B, h, w, C) crops of the cached (N, H', W', C) ``src`` at ``corner`` (B, 2), with
-    ``region`` (B, rh, rw, C) placed at ``at`` (B, 2) written over them where they overlap.
-
-    One gather, one scatter: region pixels outside their crop go to one extra crop, dropped.
-    """
-    ops = keras.ops
-    h, w = int(size[0]), int(size[1])
-    _, rows, cols, c = (int(d) for d in src.shape)
-    rh, rw = int(region.shape[1]), int(region.shape[2])
-    batch = int(img.shape[0])
-    ys = corner[:, :1] + ops.arange(h, dtype="int32")
-    xs = corner[:, 1:] + ops.arange(w, dtype="int32")
-    flat = (img[:, None, None] * rows + ys[:, :, None]) * cols + xs[:, None, :]
-    buf = ops.take(ops.reshape(src, (-1, c)), ops.reshape(flat, (-1,)), axis=0)
-    buf = ops.concatenate([ops.reshape(buf, (batch, h, w, c)), ops.zeros((1, h, w, c), buf.dtype)])
-    offset = at - corner
-    ty = offset[:, :1] + ops.arange(rh, dtype="int32")
-    tx = offset[:, 1:] + ops.arange(rw, dtype="int32")
-    inside = ((ty >= 0) & (ty < h))[:, :, None] & ((tx >= 0) & (tx < w))[:, None, :]
-    item = ops.where(inside, ops.arange(batch, dtype="int32")[:, None, None], batch)
-    ty = ops.broadcast_to(ops.clip(ty, 0, h - 1)[:, :, None], (batch, rh, rw))
-    tx = ops.broadcast_to(ops.clip(tx, 0, w - 1)[:, None, :], (batch, rh, rw))
-    index = ops.reshape(ops.stack([item, ty, tx], axis=-1), (-1, 3))
-    buf = ops.scatter_update(buf, index, ops.reshape(ops.cast(region, buf.dtype), (-1, c)))
-    return buf[:batch]
+    run = runner(adapter, program, [(int(h), int(w)) for h, w in sizes], tap)
+    return Session(adapter, run, x)

@@ -25,6 +25,7 @@ def test_wrap_serves_the_model_on_this_backend(backend, keras_small, noise):
     assert isinstance(adapter, KerasAdapter)
     assert adapter.keras_backend == backend and adapter.backend == "keras"
     assert {str(c) for c in adapter.capabilities} == {
+        "cropped_forward",
         "forward",
         "layer_taps",
         "input_gradients",
