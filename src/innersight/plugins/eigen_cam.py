@@ -96,7 +96,9 @@ class EigenCAM(Technique):
         reshape: ReshapeArg = None,
         sign: str = "max",
     ) -> Explanation:
-        """Args:
+        """Project each input's layer activations on their first principal component.
+
+        Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
         relu: keep the positive side of the component (pytorch-grad-cam does); False keeps

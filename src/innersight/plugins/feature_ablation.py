@@ -60,7 +60,9 @@ class FeatureAblation(Technique):
         batch_size: int | str = "auto",
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
-        """Args:
+        """Hide each feature group in turn and record the drop in the target score.
+
+        Args:
         target: class per sample (an int, one int per sample, or None: the predicted class),
             or a score function of the scores, called on numpy arrays (see
             ``innersight.core.targets``).

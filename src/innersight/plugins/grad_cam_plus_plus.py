@@ -67,7 +67,9 @@ class GradCAMPlusPlus(Technique):
         relu: bool = True,
         reshape: ReshapeArg = None,
     ) -> Explanation:
-        """Args:
+        """Weight the layer's activations by Grad-CAM++'s pixel-wise weighted positive gradients.
+
+        Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
         target: class per sample (an int, one int per sample, or None: the predicted class),

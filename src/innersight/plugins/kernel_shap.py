@@ -93,7 +93,9 @@ class KernelShap(Technique):
         seed: int | None = 0,
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
-        """Args:
+        """Estimate Shapley values of feature groups by KernelSHAP's weighted regression.
+
+        Args:
         target: class per sample (an int, one int per sample, or None: the predicted class),
             or a score function of the scores, called on numpy arrays (see
             ``innersight.core.targets``).

@@ -48,7 +48,9 @@ class LayerCAM(Technique):
         relu: bool = True,
         reshape: ReshapeArg = None,
     ) -> Explanation:
-        """Args:
+        """Weight each activation by its positive gradient, position by position.
+
+        Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
         target: class per sample (an int, one int per sample, or None: the predicted class),

@@ -94,7 +94,9 @@ class Lime(Technique):
         seed: int | None = 0,
         progress: bool | Callable[[int, int], Any] | None = None,
     ) -> Explanation:
-        """Args:
+        """Fit a local sparse linear model of the target score over feature groups.
+
+        Args:
         target: class per sample (an int, one int per sample, or None: the predicted class),
             or a score function of the scores, called on numpy arrays (see
             ``innersight.core.targets``).

@@ -107,7 +107,9 @@ class Occlusion(Technique):
         progress: bool | Callable[[int, int], Any] | None = None,
         method: str = "naive",
     ) -> Explanation:
-        """Args:
+        """Slide a window over each input and record the drop in the target score.
+
+        Args:
         target: class per sample (an int, one int per sample, or None: the predicted class).
         window: occluded patch size, an int or (h, w).
         stride: step between window corners, an int or (h, w), at most the window.

@@ -89,7 +89,9 @@ class ScoreCAM(Technique):
         batch_size: int | str = "auto",
         progress: ProgressArg = None,
     ) -> Explanation:
-        """Args:
+        """Weight activation maps by the target score of the input each one masks.
+
+        Args:
         layer: a layer with a spatial (H, W, C) output, or tokens (see ``reshape``); None
             (default) picks Grad-CAM's default layer (``meta["layer_rule"]`` says which).
         target: class per sample (an int, one int per sample, or None: the predicted class),
