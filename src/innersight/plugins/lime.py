@@ -139,16 +139,11 @@ class Lime(Technique):
             batch_size=batch_size,
             max_groups=MAX_GROUPS,
         )
-        rngs = input_rngs(problem.inputs, drawn)
-        blocks = [
-            rng.random((samples, int(g))) < 0.5
-            for g, rng in zip(problem.masks.counts, rngs, strict=True)
-        ]
+        blocks = _coalitions(problem, samples, drawn)
         scorer = Scorer(model, problem, progress=progress, desc="lime")
         scores = _score(scorer, problem, blocks)
         sims = similarities(problem, blocks, distance, kernel_space, float(kernel_width))
         coef, fit_meta = _fit(problem, blocks, scores, sims, float(alpha))
-        _warn_if_shrunk_to_zero(coef, scores, float(alpha))
         return explanation(
             self.name,
             inputs,
@@ -172,6 +167,15 @@ class Lime(Technique):
                 "seed": drawn,
             },
         )
+
+
+def _coalitions(problem: Problem, samples: int, seed: int) -> list[np.ndarray]:
+    """Per input, ``samples`` Bernoulli(1/2) rows over its groups, from its own generator."""
+    rngs = input_rngs(problem.inputs, seed)
+    return [
+        rng.random((samples, int(g))) < 0.5
+        for g, rng in zip(problem.masks.counts, rngs, strict=True)
+    ]
 
 
 def _check(n_samples: Any, alpha: Any, width: Any, distance: Any, space: Any) -> int:
@@ -201,6 +205,7 @@ def _fit(
         coef[i, : len(beta)] = beta
         intercepts.append(intercept)
         r2s.append(r2)
+    _warn_if_shrunk_to_zero(coef, scores, alpha)
     return coef, {"intercept": intercepts, "fit_r2": r2s}
 
 
@@ -221,7 +226,7 @@ def _warn_if_shrunk_to_zero(coef: np.ndarray, scores: list[np.ndarray], alpha: f
             f"smaller alpha (e.g. alpha={alpha / 1000:g}) or alpha=0 (least squares), or use "
             "kernel_shap",
             InnersightWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 

@@ -143,17 +143,7 @@ class Occlusion(Technique):
             recomputed on crops and the estimated saving). On the incremental path
             ``forwards`` counts the cropped runs plus the cache passes.
         """
-        if inputs.ndim != 4:
-            raise InputError(
-                f"occlusion needs a batch of images (N, H, W, C), got shape {inputs.shape}; "
-                "add a channel axis to grayscale images with x[..., None]"
-            )
-        validate.choice("score", score, SCORES)
-        win, step = validate.pair("window", window), validate.pair("stride", stride)
-        check_geometry(win, step, inputs.shape[1:])
-        check_edges(edges)
-        rows = window_corners(inputs.shape[1], win[0], step[0], edges)
-        cols = window_corners(inputs.shape[2], win[1], step[1], edges)
+        win, step, rows, cols = _grid(inputs, window, stride, score, edges)
         plan, reason = choose(method, model, inputs.shape[1:], rows, cols, win)
         base = make_baseline(baseline, inputs, win)
         targets = resolve_target(model, inputs, target)
@@ -192,6 +182,24 @@ class Occlusion(Technique):
                 "method_reason": reason,
             },
         )
+
+
+def _grid(
+    inputs: np.ndarray, window: Any, stride: Any, score: Any, edges: Any
+) -> tuple[tuple[int, int], tuple[int, int], np.ndarray, np.ndarray]:
+    """Validated ``(window, stride, window rows, window cols)`` for a batch of images."""
+    if inputs.ndim != 4:
+        raise InputError(
+            f"occlusion needs a batch of images (N, H, W, C), got shape {inputs.shape}; "
+            "add a channel axis to grayscale images with x[..., None]"
+        )
+    validate.choice("score", score, SCORES)
+    win, step = validate.pair("window", window), validate.pair("stride", stride)
+    check_geometry(win, step, inputs.shape[1:])
+    check_edges(edges)
+    rows = window_corners(inputs.shape[1], win[0], step[0], edges)
+    cols = window_corners(inputs.shape[2], win[1], step[1], edges)
+    return win, step, rows, cols
 
 
 def _window_meta(rows: np.ndarray, cols: np.ndarray) -> dict[str, Any]:
