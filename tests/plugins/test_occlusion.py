@@ -281,6 +281,21 @@ def test_batch_sizes_give_identical_results(small, images):
     assert runs["auto"].meta["batch_size"] > 1 and runs["auto"].meta["forwards"] < items // 4
 
 
+def test_predicted_targets_come_from_the_originals_forward(small, images, monkeypatch):
+    """target=None: the predicted classes are read from the forward of the unoccluded inputs,
+    not from a separate predict_classes pass; the values equal those for the explicit classes."""
+    predicted = small.predict_classes(images)
+    explicit = explain(small, images, window=5, stride=4, target=predicted, batch_size=3)
+    calls: list[int] = []
+    forward = small.forward
+    monkeypatch.setattr(small, "forward", lambda x, **kw: calls.append(len(x)) or forward(x, **kw))
+    implicit = explain(small, images, window=5, stride=4, batch_size=3)
+    assert implicit.meta["target"] == predicted.tolist()
+    np.testing.assert_array_equal(implicit.values, explicit.values)
+    assert sum(calls) == len(images) * (1 + 9)  # the originals and 9 windows per image, no more
+    assert implicit.meta["forwards"] == explicit.meta["forwards"] == len(calls)
+
+
 def test_torch_and_keras_agree(torch_small, keras_small, small_weights, images):
     # same weights copied into both frameworks; tolerance: 1e-5 of the largest |value| (seen: 3e-7)
     t = explain(torch_small, images, window=4, stride=2, target=1)

@@ -135,20 +135,22 @@ class Occlusion(Technique):
             A ``heatmap`` Explanation: values (N, H, W) float32. ``meta`` holds ``target``,
             ``score`` (the unoccluded score per sample), ``score_source`` (where the scores
             came from: "logits (...)", "outputs", "softmax of the outputs", ...), ``windows``
-            (per image), ``forwards`` (batched forwards run for scoring; resolving
-            ``target=None`` takes one more), ``batch_size`` (the chunk size most of them used)
-            and the window corners ``window_rows``, ``window_cols`` and ``window_positions``
-            ([row, col] of every window, in scoring order), ``method`` ("naive" or
-            "incremental": the path taken) and ``method_reason`` (why; with the layers
-            recomputed on crops and the estimated saving). On the incremental path
-            ``forwards`` counts the cropped runs plus the cache passes.
+            (per image), ``forwards`` (batched forwards run for scoring; ``target=None`` takes
+            the predicted classes from the forward of the unoccluded inputs), ``batch_size``
+            (the chunk size most of them used) and the window corners ``window_rows``,
+            ``window_cols`` and ``window_positions`` ([row, col] of every window, in scoring
+            order), ``method`` ("naive" or "incremental": the path taken) and
+            ``method_reason`` (why; with the layers recomputed on crops and the estimated
+            saving). On the incremental path ``forwards`` counts the cropped runs plus the
+            cache passes.
         """
         win, step, rows, cols = _grid(inputs, window, stride, score, edges)
         plan, reason = choose(method, model, inputs.shape[1:], rows, cols, win)
         base = make_baseline(baseline, inputs, win)
-        targets = resolve_target(model, inputs, target)
-        run = _Run(model, inputs, targets, batch_size)
-        original = run.originals(score)
+        given = None if target is None else resolve_target(model, inputs, target)
+        run = _Run(model, inputs, given, batch_size)
+        original = run.originals(score)  # with target=None: the predicted classes too
+        targets = run.targets
         if plan is None:
             occluded = run.occluded(base, rows, cols, win, progress)
         else:
@@ -230,9 +232,15 @@ class _Run:
     """The forwards of one explain call: scoring, batching, and what to report about them."""
 
     def __init__(
-        self, model: ModelAdapter, inputs: np.ndarray, targets: np.ndarray, batch_size: int | str
+        self,
+        model: ModelAdapter,
+        inputs: np.ndarray,
+        targets: np.ndarray | None,
+        batch_size: int | str,
     ) -> None:
-        self.model, self.inputs, self.targets = model, inputs, targets
+        self.model, self.inputs = model, inputs
+        self.targets = np.zeros(0, np.int64) if targets is None else targets
+        self._predict = targets is None
         self.batch_size_arg = batch_size
         self.forwards = 0
         self.source = "outputs"
@@ -249,7 +257,15 @@ class _Run:
     def originals(self, score: str) -> np.ndarray:
         """Scores of the unoccluded inputs; fixes how outputs become scores for the whole run."""
         self._tap = score == "logit"
-        scores = self._map(lambda a, b: self._scores(self.inputs[a:b]), len(self.inputs), False)
+
+        def chunk(a: int, b: int) -> np.ndarray:  # the scores, then the predicted class
+            scores, classes = self._scores_and_classes(self.inputs[a:b])
+            return np.concatenate([scores, classes[:, None]], axis=1)
+
+        both = self._map(chunk, len(self.inputs), False)
+        scores = both[:, :-1]
+        if self._predict:  # the argmax of the outputs, as model.predict_classes gives it
+            self.targets = both[:, -1].astype(np.int64)
         if score == "probability":
             self._transform, self.source = _probability_transform(scores)
         else:
@@ -364,6 +380,10 @@ class _Run:
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
         """(N, K) float64: the LOGITS tap for score="logit" where served, else the outputs."""
+        return self._scores_and_classes(x)[0]
+
+    def _scores_and_classes(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scores of :meth:`_scores` and the argmax of the outputs, from one forward."""
         if self._tap:
             try:
                 result = self.model.forward(x, taps=[LOGITS])
@@ -374,9 +394,10 @@ class _Run:
                 logits, outputs = _rows(result.activations[LOGITS], x), _rows(result.outputs, x)
                 if logits.shape != outputs.shape or not np.array_equal(logits, outputs):
                     self._pre_activation = True
-                return logits
+                return logits, outputs.argmax(axis=1)
         self.forwards += 1
-        return _rows(self.model.forward(x).outputs, x)
+        outputs = _rows(self.model.forward(x).outputs, x)
+        return outputs, outputs.argmax(axis=1)
 
     def _select(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         if self._transform == "softmax":
