@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from innersight.core import LayerInfo, PresetContext
+from innersight.plugins._layers import is_activation
 
 __all__ = [
     "first_channels",
@@ -20,10 +21,6 @@ __all__ = [
     "only_set",
     "sample_image_size",
 ]
-
-_ACTIVATIONS = frozenset(
-    {"relu", "relu6", "leakyrelu", "elu", "gelu", "silu", "tanh", "sigmoid", "activation"}
-)
 
 
 def only_set(**params: Any) -> dict[str, Any]:
@@ -37,7 +34,7 @@ def _block_output(layers: Sequence[LayerInfo], i: int) -> str:
     j = i
     while (
         j + 1 < len(layers)
-        and layers[j + 1].kind.lower() in _ACTIVATIONS
+        and is_activation(layers[j + 1].kind)
         and tuple(layers[j + 1].output_shape) == tuple(layers[i].output_shape)
     ):
         j += 1
