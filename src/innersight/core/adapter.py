@@ -79,6 +79,10 @@ class Capability(str, enum.Enum):
     WEIGHTS = "weights"
     RELU_OVERRIDE = "relu_override"
     CROPPED_FORWARD = "cropped_forward"
+    SEVERAL_INPUTS = "several_inputs"
+    LAYER_OVERRIDE = "layer_override"
+    DEEPLIFT = "deeplift"
+    LRP = "lrp"
 
     def __str__(self) -> str:
         return self.value

@@ -44,6 +44,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from innersight.backends.keras.deeplift import DeepLiftMixin
 from innersight.backends.keras.errors import model_call
 from innersight.backends.keras.graph import (
     LogitsPlan,
@@ -52,6 +53,8 @@ from innersight.backends.keras.graph import (
     read_graph,
     unknown,
 )
+from innersight.backends.keras.lrp import LrpMixin
+from innersight.backends.keras.override import LayerOverrideMixin
 from innersight.backends.keras.requests import FunctionCache, GradRequest, shape_probe
 from innersight.core.adapter import (
     LOGITS,
@@ -102,7 +105,7 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-class KerasAdapter(BaseAdapter):
+class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
     """ModelAdapter for a built Keras 3 Sequential/Functional model (TensorFlow, torch, JAX).
 
     Args:
@@ -150,7 +153,7 @@ class KerasAdapter(BaseAdapter):
             Capability.RELU_OVERRIDE,
             Capability.CROPPED_FORWARD,
         }
-    )
+    ) | (LayerOverrideMixin.provides | DeepLiftMixin.provides | LrpMixin.provides)
 
     def __init__(self, model: Any, *, logits: bool | str = "auto") -> None:
         if not any(logits is v or (isinstance(v, str) and logits == v) for v in _LOGITS_VALUES):

@@ -72,6 +72,7 @@ from innersight.core.errors import (
 
 from .capture import input_tap_hook, tap_hook
 from .catalog import layer_info, listed, never_runs, unknown_layout
+from .deeplift import DeepLiftMixin
 from .detect import resolve
 from .gradients import GradientPasses
 from .hooks import (
@@ -83,7 +84,9 @@ from .hooks import (
     is_stride_error,
 )
 from .layout import to_numpy, to_tensor
+from .lrp import LrpMixin
 from .options import parse_options
+from .override import LayerOverrideMixin
 from .probe import Probe, make_probe
 from .relu import ReluReport
 
@@ -92,7 +95,7 @@ __all__ = ["TorchAdapter"]
 _T = TypeVar("_T")
 
 
-class TorchAdapter(GradientPasses, BaseAdapter):
+class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, BaseAdapter):
     """ModelAdapter for a torch ``nn.Module``.
 
     Args:
@@ -120,7 +123,7 @@ class TorchAdapter(GradientPasses, BaseAdapter):
             Capability.RELU_OVERRIDE,
             Capability.CROPPED_FORWARD,
         }
-    )
+    ) | (LayerOverrideMixin.provides | DeepLiftMixin.provides | LrpMixin.provides)
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         if not isinstance(model, nn.Module):
