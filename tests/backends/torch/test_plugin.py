@@ -40,6 +40,7 @@ def test_wrap_returns_torch_adapter(wrap, small_weights, images):
         Capability.LAYER_GRADIENTS,
         Capability.RELU_OVERRIDE,
         Capability.CROPPED_FORWARD,
+        Capability.SEVERAL_INPUTS,
     }
     assert adapter.model is net
     assert wrap(adapter) is adapter
@@ -65,7 +66,7 @@ def test_unknown_option_lists_valid_ones(wrap, small_weights):
     with pytest.raises(
         InputError,
         match=r"unknown option\(s\) 'input_layuot' for the torch "
-        r"backend; valid options: input_layout, input_shape, logits, device, layer_layouts; "
+        r"backend; valid options: input_layout, input_shape, logits, device, layer_layouts, output; "
         r"did you mean 'input_layout'",
     ):
         wrap(models.torch_small(small_weights), input_layuot="NHWC")

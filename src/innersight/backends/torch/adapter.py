@@ -43,10 +43,22 @@ Semantics worth knowing:
 * Forward passes run under ``torch.no_grad()``, not ``inference_mode``: a model that caches
   tensors during its forward (rotary-embedding tables, lazy modules) must not keep inference
   tensors that would break its later training.
+* Several inputs, extra forward arguments, token ids: :meth:`TorchAdapter.with_inputs` derives
+  an adapter for an :class:`~innersight.core.inputspec.InputSpec` (:mod:`.packing`). It shares
+  the model, options and lock, and what passes learn (shapes, call counts, layouts) with every
+  adapter derived for the same ``spec.structure()``: deriving one for new extra arguments runs
+  nothing. Integer inputs get no gradient: input gradients of a model whose inputs are all
+  token ids are a CapabilityError naming the embedding layer to explain instead; the integer
+  parts of mixed inputs get zero gradient.
+* A model returning several outputs (tuple, dict, ``ModelOutput``) is explained through the
+  ``output=`` option; without it, it is refused with the list of its outputs.
+* :meth:`TorchAdapter.from_native` / :meth:`TorchAdapter.to_native` take torch tensors in and
+  give maps back as tensors (:mod:`.native`).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -69,6 +81,7 @@ from innersight.core.errors import (
     did_you_mean,
     summarize_names,
 )
+from innersight.core.inputspec import InputSpec
 
 from .capture import input_tap_hook, tap_hook
 from .catalog import layer_info, listed, never_runs, unknown_layout
@@ -85,10 +98,13 @@ from .hooks import (
 )
 from .layout import to_numpy, to_tensor
 from .lrp import LrpMixin
+from .native import from_native, to_native
 from .options import parse_options
 from .override import LayerOverrideMixin
+from .packing import Feed, PassState, check_ids, no_token_gradient
 from .probe import Probe, make_probe
 from .relu import ReluReport
+from .targets import select_output
 
 __all__ = ["TorchAdapter"]
 
@@ -100,9 +116,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
 
     Args:
         model: the module; never modified.
-        **options: ``input_layout`` ("NCHW" | "NHWC"), ``input_shape`` (channels-last, no batch
-            axis), ``logits`` ("auto" | True | False), ``device``, ``layer_layouts``
-            ({name: "NCHW" | "NHWC"}); see :mod:`.options`.
+        **options: ``input_layout`` ("NCHW" | "NHWC" | "NCL" | "NLC"), ``input_shape``
+            (channels-last, no batch axis), ``logits`` ("auto" | True | False), ``device``,
+            ``layer_layouts`` ({name: "NCHW" | "NHWC"}), ``output`` (index or name of the
+            output explained); see :mod:`.options`.
 
     Attributes:
         last_relu_report: after ``value_and_grad``/``layer_value_and_grad`` with
@@ -122,6 +139,7 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
             Capability.LAYER_GRADIENTS,
             Capability.RELU_OVERRIDE,
             Capability.CROPPED_FORWARD,
+            Capability.SEVERAL_INPUTS,
         }
     ) | (LayerOverrideMixin.provides | DeepLiftMixin.provides | LrpMixin.provides)
 
@@ -135,8 +153,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         for n, m in model.named_modules():
             if n:
                 self._names.setdefault(id(m), n)
-        self._probe: Probe | None = None
-        self._contiguous = False  # True once the model failed on the channels_last view
+        self._state = PassState()  # probe, contiguous fallback; shared by same-structure adapters
+        self._family: dict[Any, PassState] = {}  # per spec.structure(), for derived adapters
+        self._spec: InputSpec | None = None  # None: the plain adapter, one float batch
+        self._feed: Feed | None = None
         self._lock = threading.RLock()
         self.last_relu_report: ReluReport | None = None
         if self.options.input_shape is not None:
@@ -152,7 +172,49 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
-        return self.options.input_shape
+        """The declared option; for a derived adapter, one sample of the batch it takes."""
+        return self.options.input_shape if self._feed is None else self._feed.sample_shape
+
+    @property
+    def _probe(self) -> Probe | None:
+        return self._state.probe
+
+    @_probe.setter
+    def _probe(self, probe: Probe | None) -> None:
+        self._state.probe = probe
+
+    @property
+    def _contiguous(self) -> bool:
+        """True once the model failed on the channels_last view (see :mod:`.layout`)."""
+        return self._state.contiguous
+
+    @_contiguous.setter
+    def _contiguous(self, value: bool) -> None:
+        self._state.contiguous = value
+
+    # -- several inputs, extra arguments, tensors ----------------------------------------------
+    def with_inputs(self, spec: InputSpec) -> TorchAdapter:
+        """An adapter for the same model and options that takes the batch ``spec`` describes
+        (packed rows, or one input of its own shape and dtype) and calls the model with the
+        inputs followed by ``spec.extra_args``; see :mod:`.packing`. Cheap: nothing runs, and
+        what passes learn is shared by every adapter derived for ``spec.structure()``."""
+        feed = Feed(spec, self.options)
+        derived = copy.copy(self)
+        derived._spec, derived._feed = spec, feed
+        with self._lock:
+            derived._state = self._family.setdefault(spec.structure(), PassState())
+        derived.last_relu_report = None
+        derived.capabilities = self.capabilities - {Capability.CROPPED_FORWARD}
+        return derived
+
+    def from_native(self, x: Any) -> np.ndarray | None:
+        """A torch tensor as channels-last numpy (a copy; the tensor is not touched), or None
+        for anything else (:mod:`.native`)."""
+        return from_native(x, self.options.input_layout)
+
+    def to_native(self, values: np.ndarray, like: Any) -> torch.Tensor:
+        """A map as a tensor on ``like``'s device, channels where ``like`` has them."""
+        return to_native(values, like, self.options.input_layout)
 
     # -- layers ------------------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
@@ -160,7 +222,8 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         with unknown shapes ``()``; once a pass has run (the dry run of a declared
         ``input_shape``, or the first call), only the leaves that ran, in the order their last
         call completed, with output shapes and container aliases."""
-        return [self._info(name, m) for name, m in listed(self.model, self._probe)]
+        probe = self._shown_probe()
+        return [self._info(name, m) for name, m in listed(self.model, probe)]
 
     def layer_info(self, name: str) -> LayerInfo:
         """Any named module, containers included; LayerNotFoundError with suggestions for an
@@ -180,7 +243,14 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         return taps
 
     def _info(self, name: str, m: nn.Module) -> LayerInfo:
-        return layer_info(name, m, module_kind(m), self._probe, self._names)
+        return layer_info(name, m, module_kind(m), self._shown_probe(), self._names)
+
+    def _shown_probe(self) -> Probe | None:
+        """The probe whose shapes ``layers()`` shows: this adapter's, or for the plain adapter
+        of a model only its derived adapters can run (several inputs, token ids), theirs."""
+        if self._probe is not None or self._spec is not None:
+            return self._probe
+        return next((s.probe for s in self._family.values() if s.probe is not None), None)
 
     def _module(self, name: Any) -> nn.Module:
         if isinstance(name, str) and name in self._modules:
@@ -274,17 +344,15 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
             )
 
     def _output_tensor(self, out: Any) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor):
-            raise InputError(
-                f"torch model {self.name} returned {type(out).__name__}, not a tensor; innersight "
-                "needs a forward() that returns one tensor of outputs: wrap the model in a module "
-                "that picks it (e.g. the logits of a tuple or dict)"
-            )
-        return out
+        """The tensor explained among what the model returned (the ``output`` option)."""
+        return select_output(out, self.options.output, self.name)
 
     # -- cropped forwards (exact incremental occlusion, see :mod:`.incremental`) -------------
     def crop_graph(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
         """The layers that can be recomputed on a crop, for channels-last ``input_shape``."""
+        if self._spec is not None:
+            why = "an adapter derived for an InputSpec (several inputs, extra args) is not cropped"
+            return {"nodes": [], "stop": why, "tail_macs": 0.0, "cache_bytes": 0, "tail_bytes": 0}
         from . import incremental  # torch.fx, only when asked
 
         return incremental.crop_graph(self, input_shape)
@@ -299,6 +367,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
 
     # -- plumbing ----------------------------------------------------------------------------
     def _prepare(self, x: Any) -> np.ndarray:
+        """The validated numpy batch (a copy the adapter owns)."""
+        feed = self._feed
+        if feed is not None and not feed.spec.packed and feed.integer[0]:
+            return check_ids(x, feed.spec)
         try:
             # On a GPU the tensor is a copy anyway: skip the host-side one (~1/3 of occlusion's
             # time on an H200). On the CPU torch.from_numpy shares memory, so copy there.
@@ -309,11 +381,24 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         return x_np
 
     def _tensor(self, x_np: np.ndarray) -> torch.Tensor:
+        """The batch as the one tensor gradients are taken by (packed rows stay packed)."""
         o = self.options
+        if self._feed is not None:
+            return self._feed.tensor(x_np, self._contiguous)
         return to_tensor(x_np, o.input_layout, o.device, o.dtype, contiguous=self._contiguous)
 
     def _call(self, t: torch.Tensor, numpy_shape: tuple[int, ...]) -> Any:
-        return call_model(self.model, t, layout=self.options.input_layout, numpy_shape=numpy_shape)
+        """The model on the batch tensor ``t`` (split into its inputs, extras appended)."""
+        layout = self.options.input_layout
+        if self._feed is None:
+            return call_model(self.model, t, layout=layout, numpy_shape=numpy_shape)
+        first, *more = self._feed.arguments(t, self._contiguous)
+        return call_model(self.model, first, layout=layout, numpy_shape=numpy_shape, more=more)
+
+    def _check_input_gradients(self) -> None:
+        """CapabilityError when there is no input to differentiate by (token ids only)."""
+        if self._feed is not None and self._feed.all_integer:
+            raise no_token_gradient(self.model, self.name)
 
     def _retrying(self, x_np: np.ndarray, run: Callable[[], _T]) -> _T:
         """``run()`` (one whole pass); when the model's own code fails on the channels_last
@@ -322,7 +407,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         try:
             return run()
         except RuntimeError as err:
-            nchw_view = self.options.input_layout == "NCHW" and x_np.ndim == 4
+            if self._feed is not None:
+                nchw_view = self._feed.has_nchw_view()
+            else:
+                nchw_view = self.options.input_layout == "NCHW" and x_np.ndim == 4
             if self._contiguous or not nchw_view or not is_stride_error(err):
                 raise
         self._contiguous = True
@@ -332,7 +420,8 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         """Recorders for the first pass (none once the probe is known)."""
         if self._probe is not None:
             return None, []
-        return make_probe(self.model, tuple(x_np.shape[1:]))
+        sample = self._feed.probe_shape if self._feed is not None else tuple(x_np.shape[1:])
+        return make_probe(self.model, sample)
 
     def _adopt(self, probe: Probe | None) -> None:
         """Keep the probe of a complete pass, with the layouts it implies."""
@@ -356,8 +445,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         """
         try:
             self.forward(np.zeros((1, *shape), dtype=np.float32))
-        except InputError:
-            raise
+        except InputError as err:
+            if not isinstance(err.__cause__, TypeError):  # forward() wants more arguments:
+                raise  # a several-input model, whose derived adapters learn the shapes
+            self._probe = None
         except Exception:
             self._probe = None
 

@@ -9,7 +9,9 @@
 * :func:`call_model` runs the model and turns shape errors into an :class:`InputError` that
   explains the layout conventions. Memory-format errors (``x.view`` on a channels_last
   activation, see :func:`is_stride_error`) are not shape errors: they pass through unchanged,
-  for the adapter to retry with a contiguous input, and never come with layout advice.
+  for the adapter to retry with a contiguous input, and never come with layout advice. A
+  ``forward()`` called with the wrong number of arguments (a two-input model given one array)
+  becomes an InputError that says how to pass several inputs.
 
 Parameters' ``requires_grad`` flags are never touched: ``torch.autograd.grad(..., inputs=[x])``
 computes only the gradients it needs (measured: no speed difference from switching the flags
@@ -119,15 +121,40 @@ def _no_script(module: nn.Module) -> None:
 
 
 def call_model(
-    model: nn.Module, x: torch.Tensor, *, layout: str, numpy_shape: tuple[int, ...]
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layout: str,
+    numpy_shape: tuple[int, ...],
+    more: Sequence[Any] = (),
 ) -> Any:
-    """``model(x)``; a shape/channel mismatch becomes an InputError saying what to change."""
+    """``model(x, *more)``; a shape/channel mismatch becomes an InputError saying what to
+    change, and so does a ``forward()`` that wants more (or fewer) arguments."""
     try:
-        return model(x)
+        return model(x, *more)
+    except TypeError as err:
+        if not _ARGUMENT_ERROR.search(str(err)):
+            raise
+        raise InputError(_arguments_message(model, 1 + len(more), err)) from err
     except (RuntimeError, ValueError, IndexError) as err:
         if isinstance(err, InputError) or is_stride_error(err) or not _SHAPE_ERROR.search(str(err)):
             raise
         raise InputError(_layout_message(model, x, layout, numpy_shape, err)) from err
+
+
+# TypeErrors of a forward() called with the wrong number of arguments.
+_ARGUMENT_ERROR = re.compile(
+    r"forward\(\) (missing \d+ required positional argument|takes \d+ positional argument)"
+)
+
+
+def _arguments_message(model: nn.Module, given: int, err: Exception) -> str:
+    return (
+        f"torch model {type(model).__name__} was called with {given} argument(s): {err}. "
+        "A model whose forward() takes several inputs is explained with a tuple of inputs, "
+        "one array per argument: innersight.explain(technique, model, (a, b)); arguments that "
+        "are not explained (masks, lengths) go in additional_forward_args=(mask,)"
+    )
 
 
 def _first_conv(model: nn.Module) -> tuple[str, int] | None:

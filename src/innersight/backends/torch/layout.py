@@ -49,6 +49,7 @@ __all__ = [
     "as_nchw",
     "channels_last_shape",
     "grad_to_numpy",
+    "to_model_layout",
     "to_numpy",
     "to_tensor",
     "to_torch_index",
@@ -69,13 +70,21 @@ def to_tensor(
     channels_last view (see the module docstring).
     """
     t = torch.from_numpy(np.ascontiguousarray(x))  # a copy only for odd strides (fast path)
+    return to_model_layout(t, layout, contiguous=contiguous).to(device=device, dtype=dtype)
+
+
+def to_model_layout(t: torch.Tensor, layout: str, *, contiguous: bool = False) -> torch.Tensor:
+    """A channels-last batch tensor in the model's layout, decided by rank: rank 4 is
+    permuted to NCHW for ``layout="NCHW"``, rank 3 to (N, C, L) for ``"NCL"``; other ranks and
+    layouts are returned as they are. Differentiable (several inputs are split from one packed
+    tensor and put in layout this way, inside the graph)."""
     if layout == "NCL" and t.ndim == 3:
-        return t.permute(0, 2, 1).to(device=device, dtype=dtype)  # (N, L, C) -> (N, C, L)
+        return t.permute(0, 2, 1)  # (N, L, C) -> (N, C, L)
     if layout == "NCHW" and t.ndim == 4:
         t = t.permute(0, 3, 1, 2)  # a channels_last view: no copy, and the fast conv path
         if contiguous:  # a real copy: .contiguous() keeps one-channel inputs' strides as they are
-            return t.clone(memory_format=torch.contiguous_format).to(device=device, dtype=dtype)
-    return t.to(device=device, dtype=dtype)
+            return t.clone(memory_format=torch.contiguous_format)
+    return t
 
 
 def as_nchw(t: torch.Tensor, layout: str | None) -> torch.Tensor:

@@ -22,6 +22,12 @@
                   made by a functional ``permute``, see :mod:`.detect`); a key
                   ``innersight.input_tap("name")`` sets the layout of what that module receives.
                   Taps of such layers are refused until the layout is given.
+``output``        for a model that returns several outputs: which one innersight explains, an
+                  index (a tuple or list; also the position in a dict) or a name (a dict key,
+                  or an attribute such as HuggingFace's ``ModelOutput.logits``). Without it,
+                  such a model is refused with an error listing what it returns.
+                  ``logits="auto"`` still reads the input of a final Softmax of an
+                  ``nn.Sequential``, which returns one tensor (so ``output`` does not apply).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +51,7 @@ from innersight.core.errors import (
 
 __all__ = ["VALID_OPTIONS", "TorchOptions", "final_activation", "parse_options"]
 
-VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device", "layer_layouts")
+VALID_OPTIONS = ("input_layout", "input_shape", "logits", "device", "layer_layouts", "output")
 LAYOUTS = ("NCHW", "NHWC", "NCL", "NLC")
 MAP_LAYOUTS = ("NCHW", "NHWC")
 FINAL_ACTIVATIONS = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
@@ -60,6 +67,7 @@ class TorchOptions:
     device: torch.device
     dtype: torch.dtype
     layer_layouts: tuple[tuple[str, str], ...] = ()  # (tap name, "NCHW" | "NHWC") pairs
+    output: int | str | None = None  # which of several outputs is explained
 
 
 def parse_options(model: nn.Module, options: dict[str, Any]) -> TorchOptions:
@@ -78,6 +86,19 @@ def parse_options(model: nn.Module, options: dict[str, Any]) -> TorchOptions:
         device=_device(model, options.get("device")),
         dtype=_dtype(model),
         layer_layouts=_layer_layouts(model, options.get("layer_layouts")),
+        output=_output(options.get("output")),
+    )
+
+
+def _output(value: Any) -> int | str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    raise InputError(
+        f"output={value!r} is not an output; pass an index (output=0: the first item of a "
+        "returned tuple) or a name (output='logits': a key of a returned dict or an attribute "
+        "of a returned ModelOutput)"
     )
 
 

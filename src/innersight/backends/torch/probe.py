@@ -109,8 +109,8 @@ class _Recorder:
         self.step = 0
 
     def root_pre(self, module: nn.Module, args: Any) -> None:
-        if args:
-            self.made_by.put(args[0], INPUT)
+        for arg in args:  # every input of a several-input model is in the input layout
+            self.made_by.put(arg, INPUT)
 
     def pre(self, module: nn.Module, args: Any) -> None:
         self.pending.setdefault(id(module), []).append(self.made_by.get(args[0]) if args else None)

@@ -9,12 +9,13 @@ over the channels-last sample shape (H, W, C) and applied as (c, h, w).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from innersight.core.errors import ObjectiveError
+from innersight.core.errors import InputError, ObjectiveError
 from innersight.core.objectives import (
     Channel,
     Custom,
@@ -35,6 +36,7 @@ __all__ = [
     "layer_objective_values",
     "logit_values",
     "score_values",
+    "select_output",
 ]
 
 
@@ -133,3 +135,88 @@ def _neuron_values(objective: Neuron, act: torch.Tensor) -> torch.Tensor:
     parts = to_torch_index(flat, shape[1:])
     index = (_rows(n, dev), *(torch.as_tensor(np.asarray(p), device=dev) for p in parts))
     return act[index]
+
+
+def select_output(out: Any, output: int | str | None, model: str) -> torch.Tensor:
+    """The tensor innersight explains among what the model returned (the ``output`` option).
+
+    ``out`` may be a tensor, a tuple/list (``output`` an index), a mapping such as a dict or a
+    HuggingFace ``ModelOutput`` (a key, or an index into its values) or another object (an
+    attribute name). InputError listing the choices when it cannot be picked.
+    """
+    if isinstance(out, torch.Tensor):
+        if output is None:
+            return out
+        raise InputError(
+            f"torch model {model} returns one tensor, so output={output!r} has nothing to "
+            "choose from; wrap the model without the output option"
+        )
+    choices = _outputs(out)
+    if output is None:
+        raise InputError(_several_message(out, choices, model))
+    picked = _pick(out, choices, output)
+    if picked is _MISSING:
+        raise InputError(
+            f"output={output!r} is not one of the outputs of torch model {model}: it returns "
+            f"{_listing(out, choices)}; choose one of {', '.join(map(repr, choices))}"
+        )
+    if not isinstance(picked, torch.Tensor):
+        raise InputError(
+            f"output={output!r} of torch model {model} is a {type(picked).__name__}, not a "
+            f"tensor; it returns {_listing(out, choices)}: choose a tensor output"
+        )
+    return picked
+
+
+_MISSING = object()
+
+
+def _outputs(out: Any) -> list[int | str]:
+    """The names :func:`select_output` accepts for ``out``'s items."""
+    if isinstance(out, (tuple, list)):
+        return list(range(len(out)))
+    if isinstance(out, Mapping):
+        return [k for k in out if isinstance(k, (str, int))]
+    names = getattr(out, "__dict__", {})
+    return [k for k, v in names.items() if not k.startswith("_") and isinstance(v, torch.Tensor)]
+
+
+def _pick(out: Any, choices: list[int | str], output: int | str) -> Any:
+    if isinstance(out, (tuple, list)):
+        ok = isinstance(output, int) and -len(out) <= output < len(out)
+        return out[output] if ok else _MISSING  # type: ignore[index]
+    if isinstance(out, Mapping):
+        if output in out:
+            return out[output]
+        if isinstance(output, int) and -len(choices) <= output < len(choices):
+            return out[choices[output]]
+        return _MISSING
+    return getattr(out, output, _MISSING) if isinstance(output, str) else _MISSING
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor {tuple(int(s) for s in value.shape)}"
+    return type(value).__name__
+
+
+def _listing(out: Any, choices: list[int | str]) -> str:
+    items = ", ".join(f"{c!r}: {_describe(_pick(out, choices, c))}" for c in choices)
+    return f"a {type(out).__name__} of {len(choices)} output(s) ({items})"
+
+
+def _several_message(out: Any, choices: list[int | str], model: str) -> str:
+    if not choices:
+        return (
+            f"torch model {model} returned {type(out).__name__}, not a tensor; innersight "
+            "explains one tensor of outputs: wrap the model in a module whose forward() "
+            "returns it"
+        )
+    tensors = [c for c in choices if isinstance(_pick(out, choices, c), torch.Tensor)]
+    example = tensors[0] if tensors else choices[0]
+    return (
+        f"torch model {model} returned {type(out).__name__}, not a tensor: "
+        f"{_listing(out, choices)}; innersight explains one output: choose it with "
+        f"innersight.wrap(model, output=<one of {', '.join(map(repr, choices))}>), e.g. "
+        f"innersight.wrap(model, output={example!r})"
+    )
