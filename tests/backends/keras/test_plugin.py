@@ -46,6 +46,7 @@ def test_wrap_returns_keras_adapter_through_the_plugin_manager(keras_small):
         "input_gradients",
         "layer_gradients",
         "relu_override",
+        "several_inputs",
     }
     assert isinstance(adapter, innersight.ModelAdapter)
 

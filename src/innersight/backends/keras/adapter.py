@@ -1,12 +1,13 @@
 """KerasAdapter: Keras 3 models on TensorFlow, torch or JAX, seen through the ModelAdapter protocol.
 
-Sequential and Functional models (built, one input, one output) are served on every Keras 3
-backend. Every request runs as ONE call of a cached function around a functional sub-model of
-the user's model, built by the engine of the backend the model runs on: a ``tf.function``
-(:mod:`.compiled`), an eager torch pass with autograd (:mod:`.torch_engine`) or a ``jax.jit`` of
-``stateless_call`` (:mod:`.jax_engine`). The user's model, layers, activations and weights are
-never changed; what is checked before anything runs (targets, taps, ReLU forms, options) is the
-same on every backend.
+Sequential and Functional models (built) are served on every Keras 3 backend: one input, or
+several through :meth:`KerasAdapter.with_inputs` (:mod:`.packing`); one output, or the one the
+``output=`` option chooses. Every request runs as ONE call of a cached function around a
+functional sub-model of the user's model, built by the engine of the backend the model runs on:
+a ``tf.function`` (:mod:`.compiled`), an eager torch pass with autograd (:mod:`.torch_engine`)
+or a ``jax.jit`` of ``stateless_call`` (:mod:`.jax_engine`). The user's model, layers,
+activations and weights are never changed; what is checked before anything runs (targets,
+taps, ReLU forms, options) is the same on every backend.
 
 Overhead of the TensorFlow engine, measured at batch 1 on the reference convnet (150x150x3: 4x
 Conv2D(relu)+MaxPool, Dense(512, relu), Dense(2); 3.45 M parameters), 2 vCPUs, TF 2.21 / Keras
@@ -35,6 +36,7 @@ check) and index checks.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,6 +46,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from innersight.backends.keras import native, packing
 from innersight.backends.keras.deeplift import DeepLiftMixin
 from innersight.backends.keras.errors import model_call
 from innersight.backends.keras.graph import (
@@ -65,6 +68,7 @@ from innersight.core.adapter import (
     is_input_tap,
 )
 from innersight.core.errors import CapabilityError, InputError, ObjectiveError, did_you_mean
+from innersight.core.inputspec import InputSpec
 from innersight.core.objectives import (
     Channel,
     Custom,
@@ -79,7 +83,7 @@ from innersight.core.objectives import (
 
 __all__ = ["BACKENDS", "OPTIONS", "KerasAdapter", "engine_for"]
 
-OPTIONS = ("logits",)
+OPTIONS = ("logits", "output")
 _LOGITS_VALUES = ("auto", True, False)
 #: Keras backend -> the engine module that builds and runs its functions.
 BACKENDS = {
@@ -118,6 +122,16 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
             fused into some other layer). ``True``: as "auto", but a softmax/sigmoid it cannot see
             past raises CapabilityError. ``False``: always the outputs (probabilities).
             ``forward`` and ``predict_classes`` always use the outputs.
+        output: which output of a multi-output model to explain: its index or its name (the
+            layer that computes it, ``model.output_names``). None (default): the model's only
+            output; a model with several is refused with the choices.
+
+    Several inputs, extra arguments and token ids: :meth:`with_inputs` derives an adapter for
+    an :class:`~innersight.core.inputspec.InputSpec` (the plain adapter of a model with several
+    inputs has ``input_shape`` None and refuses ``forward``, naming that method). A model on an
+    integer input takes integer ids as they are (checked against its Embedding's vocabulary);
+    input gradients are refused there, naming the Embedding layer to attribute to.
+    ``from_native``/``to_native`` convert TensorFlow, torch and JAX tensors (:mod:`.native`).
 
     ``last_relu_report``: after a ``value_and_grad``/``layer_value_and_grad`` call with
     ``relu="guided"`` or ``"deconv"``, ``{"overridden": n, "not_overridden": {name: n}}``: how
@@ -152,18 +166,32 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
             Capability.LAYER_GRADIENTS,
             Capability.RELU_OVERRIDE,
             Capability.CROPPED_FORWARD,
+            Capability.SEVERAL_INPUTS,
         }
     ) | (LayerOverrideMixin.provides | DeepLiftMixin.provides | LrpMixin.provides)
 
-    def __init__(self, model: Any, *, logits: bool | str = "auto") -> None:
+    def __init__(
+        self, model: Any, *, logits: bool | str = "auto", output: int | str | None = None
+    ) -> None:
         if not any(logits is v or (isinstance(v, str) and logits == v) for v in _LOGITS_VALUES):
             raise InputError(f"logits={logits!r} is not valid; use 'auto', True or False")
+        if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+            raise InputError(
+                f"output={output!r} is not valid; pass an output's index (e.g. output=0) or its "
+                "name (the layer that computes it, e.g. output='head')"
+            )
         self.model = model
         self.logits = logits
+        self.output = output
         self.keras_backend = str(keras.backend.backend())
         self._engine = engine_for(self.keras_backend)
         self._lock = threading.RLock()
         self._cache = FunctionCache()
+        # InputSpec.structure() -> the function cache its derived adapters share (4 structures)
+        self._families = FunctionCache(size=4)
+        self._root = self
+        self._spec: InputSpec | None = None
+        self._extras: list[Any] = []
         self.last_relu_report: dict[str, Any] | None = None
         self._load()
 
@@ -173,13 +201,21 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
         return cls(model, **check_options(dict(options)))
 
     def _load(self) -> None:
-        self._graph: ModelGraph = read_graph(self.model)
+        self._graph: ModelGraph = read_graph(self.model, self.output)
         self._plan: LogitsPlan = plan_logits(self._graph, self.logits)
         self._functional = getattr(self.model, "_functional", self.model)
         self._infos: tuple[LayerInfo, ...] | None = None
         self._warned = False
         self._hidden: str | None = None
-        self._cache.clear()
+        self._feed = packing.Feed((self._graph.input,))
+        if self._spec is None:
+            self._cache.clear()
+            self._families.clear()
+        else:  # a derived adapter of a Sequential that changed: its own cache from now on
+            self._feed, self._extras = packing.feed_for(
+                self._graph.model_inputs, self._spec, self.name
+            )
+            self._cache = FunctionCache()
 
     def _sync(self) -> ModelGraph:
         # A Sequential that gained or lost layers after wrapping has a new graph: read it again.
@@ -193,9 +229,14 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
         return str(self.model.name)
 
     @property
-    def input_shape(self) -> tuple[int | None, ...]:
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        """One sample's shape (channels-last); a derived adapter's packed row ``(width,)``; None
+        for a plain adapter of a model with several inputs (see :meth:`with_inputs`)."""
         with self._lock:
-            return tuple(self._sync().input.shape[1:])
+            self._sync()
+            if self._spec is None and len(self._graph.model_inputs) > 1:
+                return None
+            return self._feed.x_shape
 
     @property
     def logits_source(self) -> str:
@@ -224,6 +265,7 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
         """
         with self._lock:
             graph = self._sync()
+            self._check_single()
             x = self.check_input(x)
             names = self.check_taps(taps)
             key = ("forward", tuple(sorted(names)))
@@ -236,9 +278,9 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
                     dense[order.index(LOGITS)] = self._plan.dense
             with self._model_call():
                 fn = self._cache.get(
-                    key, lambda: self._engine.make_forward(graph.input, tensors, dense)
+                    key, lambda: self._engine.make_forward(self._feed, tensors, dense)
                 )
-                outs = fn(x)
+                outs = fn(x, *self._extras)
         numpy = self._engine.to_numpy
         acts = {n: numpy(outs[order.index(n)]) for n in names}
         return ForwardResult(outputs=numpy(outs[-1]), activations=acts)
@@ -320,10 +362,10 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
         make = self._engine.make_grad
         self.last_relu_report = None
         with self._model_call():
-            fn = self._cache.get(key, lambda: make(self._graph.input, req, self.name))
+            fn = self._cache.get(key, lambda: make(self._feed, req, self.name))
             if req.kind in ("logit", "custom"):
                 self._check_logits()
-            out = fn(*args)
+            out = fn(*args, *self._extras)
         if req.kind in ("logit", "custom"):
             self._check_logits()
         self.last_relu_report = fn.relu_report
@@ -332,6 +374,7 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
     def _request(self, x: Any, objective: Any, relu: str, wrt: Any) -> tuple[Any, ...]:
         """Validated ``(x, per-sample indices, crop, GradRequest, cache key)``."""
         self._sync()
+        self._check_single()
         self.check_relu(relu)
         x = self.check_input(x)
         if isinstance(objective, Logit):
@@ -397,14 +440,104 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
             )
 
     def _check_float_input(self) -> None:
-        dtype = str(self._graph.input.dtype)
-        if "float" not in dtype:
-            raise CapabilityError(
-                f"Keras model {self.name!r} takes {dtype} inputs, and gradients w.r.t. integer "
-                "inputs do not exist (they would all be zero). Use layer gradients "
-                "(layer_value_and_grad) on a later layer, or build the model on a float input: "
-                "keras.Input(shape, dtype='float32')"
+        """Input gradients need a float input: refused, with the layer to use instead, when
+        every explained input is integer (token ids, uint8 pixels)."""
+        explained = self._graph.model_inputs[: self._spec.count if self._spec else 1]
+        if not all(packing.is_integer(t.dtype) for t in explained):
+            return
+        dtypes = ", ".join(sorted({str(t.dtype) for t in explained}))
+        layers = self._graph.layers
+        embeddings = [la.name for la in layers if isinstance(la, keras.layers.Embedding)]
+        ids = {id(t) for t in explained}
+        first = [la.name for la in layers if id(self._graph.inputs.get(la.name)) in ids]
+        layer = (embeddings or first or [layers[0].name])[0]
+        if embeddings:
+            what, where, fix = " (token ids)", f"its Embedding layer {layer!r}", ""
+        else:
+            what, where = "", f"layer {layer!r}"
+            fix = ", or build the model on a float input: keras.Input(shape, dtype='float32')"
+        raise CapabilityError(
+            f"Keras model {self.name!r} takes {dtypes} inputs{what}, and gradients w.r.t. "
+            f"integer inputs do not exist (they would all be zero). Attribute to the output of "
+            f"{where} instead: innersight.explain('layer_gradient_x_activation', model, x, "
+            f"layer={layer!r}) or 'layer_integrated_gradients' with layer={layer!r}{fix}"
+        )
+
+    # -- several inputs, extra arguments, token ids, tensors (see innersight.core.inputspec) --
+    def with_inputs(self, spec: InputSpec) -> KerasAdapter:
+        """An adapter for the same model that takes the batch ``spec`` describes.
+
+        Packed: ``(N, spec.width)`` float32 rows, split into the model's inputs inside each
+        traced function (gradients come back packed). ``packed=False``: one input in its own
+        shape and dtype (integer ids for an Embedding model). ``spec.extra_args`` are the
+        model's trailing inputs that are not explained (a Keras model has no other forward
+        arguments: give a subclassed model's ``call`` keyword arguments a ``keras.Input`` each in
+        a functional wrapper); they are traced function arguments, so adapters that differ only
+        in the extras' values share traced functions. The user's model is not changed.
+        """
+        if not isinstance(spec, InputSpec):
+            raise InputError(
+                f"with_inputs takes an innersight InputSpec, got {type(spec).__name__}"
             )
+        root = self._root
+        with root._lock:
+            graph = root._sync()
+            feed, extras = packing.feed_for(graph.model_inputs, spec, root.name)
+            derived = copy.copy(root)
+            derived._spec, derived._feed, derived._extras = spec, feed, extras
+            derived._cache = root._families.get(spec.structure(), FunctionCache)
+            derived.last_relu_report = None
+            if spec.packed or extras:  # cropped forwards run the plain one-input function
+                derived.capabilities = root.capabilities - {Capability.CROPPED_FORWARD}
+        return derived
+
+    def _check_single(self) -> None:
+        if self._spec is None and len(self._graph.model_inputs) > 1:
+            names = [str(t._keras_history[0].name) for t in self._graph.model_inputs]
+            raise CapabilityError(
+                f"Keras model {self.name!r} has {len(names)} inputs ({', '.join(names)}); pass "
+                "them as a tuple, e.g. innersight.explain('saliency', model, (a, b)), or derive "
+                "an adapter that takes them packed: adapter.with_inputs(InputSpec(...))"
+            )
+
+    def check_input(self, x: Any, *, copy: bool = True) -> np.ndarray:
+        """The validated batch: float32 (see :func:`~innersight.core.check_input_array`), or
+        integer ids when the adapter takes them (the model's Embedding bounds checked)."""
+        kind = getattr(getattr(x, "dtype", None), "kind", "")
+        if self._feed.tokens or (packing.is_integer(self._graph.input.dtype) and kind in "iu"):
+            shape = self._feed.x_shape
+            ids = packing.check_tokens(x, shape, self._feed.x_dtype, self._vocab(0))
+            return np.asarray(ids)
+        x = super().check_input(x, copy=copy)
+        if self._feed.packed:
+            self._check_packed_ids(x)
+        return x
+
+    def _check_packed_ids(self, x: np.ndarray) -> None:
+        """The integer inputs of a packed row: whole numbers, within their Embedding's ids."""
+        parts = self._spec.split(x) if self._spec is not None else []
+        for i, (part, inp) in enumerate(zip(parts, self._graph.model_inputs, strict=False)):
+            if packing.is_integer(inp.dtype):
+                packing.check_tokens(part, part.shape[1:], str(inp.dtype), self._vocab(i))
+
+    def _vocab(self, i: int) -> int | None:
+        """The ``input_dim`` of the Embedding that reads model input ``i`` directly."""
+        inp = self._graph.model_inputs[i]
+        for layer in self._graph.layers:
+            if (
+                isinstance(layer, keras.layers.Embedding)
+                and self._graph.inputs.get(layer.name) is inp
+            ):
+                return int(layer.input_dim)
+        return None
+
+    def from_native(self, x: Any) -> np.ndarray | None:
+        """A numpy copy of a TensorFlow/torch/JAX tensor (channels-last already), else None."""
+        return native.from_native(x)
+
+    def to_native(self, values: np.ndarray, like: Any) -> Any:
+        """``values`` as a tensor of ``like``'s framework (``tf.convert_to_tensor`` for TF)."""
+        return native.to_native(values, like)
 
     def _check_logits(self) -> None:
         # A softmax/sigmoid the adapter cannot see past: warn once per adapter (logits="auto"),
@@ -424,9 +557,10 @@ class KerasAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, BaseAdapter):
         if None not in shape:
             return tuple(int(d) for d in shape)
         key = ("shape", id(tensor))
+        inputs = packing.graph_inputs(self._feed)
         with self._model_call():
-            probe = self._cache.get(key, lambda: shape_probe(self._graph.input, tensor))
-            shape = probe((1, *x.shape[1:]))
+            probe = self._cache.get(key, lambda: shape_probe(inputs, tensor))
+            shape = probe(packing.probe_shapes(self._feed, x))
         return tuple(int(d) for d in shape[1:])
 
 

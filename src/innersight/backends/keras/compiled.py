@@ -1,8 +1,10 @@
 """The TensorFlow engine of the Keras adapter: traced tf.functions, one per request.
 
-Each function wraps one functional sub-model ``keras.Model(model.input, [...])`` of the user's
+Each function wraps one functional sub-model ``keras.Model(model.inputs, [...])`` of the user's
 model in a ``tf.function`` whose input signature has a ``None`` batch axis, so one trace serves
 every batch size; per-sample targets and the crop are tensors too, so new targets never retrace.
+A derived adapter's functions (:mod:`.packing`) take the extra arguments as trailing tensor
+arguments of fixed shape, so a new sample's extras never retrace either.
 Sub-models end at the tensor the request needs: a Channel/Neuron objective on ``conv2`` runs the
 network only up to ``conv2``.
 
@@ -28,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from innersight.backends.keras.activations import plain_activations
+from innersight.backends.keras.packing import Feed, as_feed, graph_inputs, model_inputs
 from innersight.backends.keras.relu import check_model_relus, relu_override
 from innersight.backends.keras.requests import (
     CACHE_SIZE,
@@ -58,9 +61,10 @@ def to_numpy(t: Any) -> Any:
     return t.numpy()
 
 
-def _spec(inp: Any) -> tf.TensorSpec:
-    """The input signature: the model's input shape with a None batch axis, float32."""
-    return tf.TensorSpec((None, *inp.shape[1:]), tf.float32)
+def _signature(feed: Feed) -> list[tf.TensorSpec]:
+    """The batch's spec (None batch axis; float32 unless it holds token ids), then the extras'."""
+    x = tf.TensorSpec((None, *feed.x_shape), tf.as_dtype(feed.x_dtype))
+    return [x] + [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in feed.extras]
 
 
 @dataclass(frozen=True)
@@ -89,17 +93,19 @@ def _float32(t: Any) -> Any:
 
 
 def make_forward(inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any] | None = None) -> Any:
-    """A traced ``x -> [tensor values...]`` (float32) through ONE pass of a sub-model.
+    """A traced ``(x, *extras) -> [tensor values...]`` (float32) through ONE pass of a sub-model.
 
-    ``dense`` maps positions in ``tensors`` to a Dense layer whose pre-activation is returned
-    for that tensor instead (the LOGITS tap of a Dense(softmax) head: ``tensor @ W + b``).
+    ``inp`` is the model input KerasTensor or a :class:`.packing.Feed`. ``dense`` maps positions
+    in ``tensors`` to a Dense layer whose pre-activation is returned for that tensor instead
+    (the LOGITS tap of a Dense(softmax) head: ``tensor @ W + b``).
     """
-    sub = keras.Model(inp, list(tensors))
+    feed = as_feed(inp)
+    sub = keras.Model(graph_inputs(feed), list(tensors))
     heads = dict(dense or {})
 
-    @tf.function(input_signature=[_spec(inp)], autograph=False)  # type: ignore[untyped-decorator]
-    def forward(x: Any) -> list[Any]:
-        outs = tf.nest.flatten(sub(x, training=False))
+    @tf.function(input_signature=_signature(feed), autograph=False)  # type: ignore[untyped-decorator]
+    def forward(x: Any, *extras: Any) -> list[Any]:
+        outs = tf.nest.flatten(sub(model_inputs(feed, x, extras), training=False))
         outs = [dense_preactivation(heads[i], t) if i in heads else t for i, t in enumerate(outs)]
         return [_float32(t) for t in outs]
 
@@ -136,18 +142,21 @@ def _check_probabilities(t: Any, report: Callable[[str], None]) -> None:
 
 
 def make_grad(inp: Any, req: GradRequest, model_name: str = "") -> Any:
-    """A traced ``(x, idx, crop) -> (values, [activations,] grads)`` for one request."""
+    """A traced ``(x, idx, crop, *extras) -> (values, [activations,] grads)`` for one request
+    (``inp``: the model input KerasTensor or a :class:`.packing.Feed`)."""
+    feed = as_feed(inp)
     outputs = [req.target] if req.wrt is None else [req.wrt, req.target]
-    sub = keras.Model(inp, outputs)
+    sub = keras.Model(graph_inputs(feed), outputs)
     check_model_relus(sub, req.relu)
     counts: dict[str, int] = {}
+    x_spec, *extra_specs = _signature(feed)
 
     @tf.function(  # type: ignore[untyped-decorator]
-        input_signature=[_spec(inp), _INDEX_SPEC, _CROP_SPEC], autograph=False
+        input_signature=[x_spec, _INDEX_SPEC, _CROP_SPEC, *extra_specs], autograph=False
     )
-    def grad(x: Any, idx: Any, crop: Any) -> tuple[Any, ...]:
+    def grad(x: Any, idx: Any, crop: Any, *extras: Any) -> tuple[Any, ...]:
         with relu_override(req.relu, counts):
-            outs = tf.nest.flatten(sub(x, training=False))
+            outs = tf.nest.flatten(sub(model_inputs(feed, x, extras), training=False))
             target = outs[-1]
             if req.dense is not None:
                 target = dense_preactivation(req.dense, target)

@@ -1,10 +1,11 @@
 """What the Keras adapter reads from a model's functional graph, without changing it.
 
 Everything here works on the symbolic ``KerasTensor`` graph of a built Sequential or Functional
-model: the single input and output, each top-level layer's output tensor, and where the logits
-live when the model ends in softmax/sigmoid. Sub-models are built from these tensors with
-``keras.Model(inputs, outputs)``, which reuses the user's layers (and their live variables) but
-adds no node to them and changes no attribute.
+model: its inputs (one, or several for a derived adapter, see :mod:`.packing`), the output
+explained (the only one, or the one the ``output=`` option names), each top-level layer's output
+tensor, and where the logits live when the model ends in softmax/sigmoid. Sub-models are built
+from these tensors with ``keras.Model(inputs, outputs)``, which reuses the user's layers (and
+their live variables) but adds no node to them and changes no attribute.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from typing import Any
 
 import keras
 
-from innersight.core.errors import CapabilityError, InputError, LayerNotFoundError
+from innersight.core.errors import CapabilityError, InputError, LayerNotFoundError, did_you_mean
 
-__all__ = ["LogitsPlan", "ModelGraph", "plan_logits", "read_graph", "top_layers", "unknown"]
+__all__ = [
+    "LogitsPlan",
+    "ModelGraph",
+    "output_names",
+    "plan_logits",
+    "read_graph",
+    "top_layers",
+    "unknown",
+]
 
 PROB_ACTIVATIONS = ("softmax", "sigmoid")
 
@@ -28,13 +37,14 @@ class ModelGraph:
     """The parts of a model's graph the adapter needs, read once per model structure."""
 
     model: Any
-    input: Any  # KerasTensor
-    output: Any  # KerasTensor
+    input: Any  # KerasTensor: the first (for a plain adapter, the only) model input
+    output: Any  # KerasTensor: the output explained
     layers: tuple[Any, ...]
     tensors: dict[str, Any] = field(default_factory=dict)  # layer name -> output KerasTensor
     shapes: dict[str, tuple[int | None, ...]] = field(default_factory=dict)  # without batch
     problems: dict[str, str] = field(default_factory=dict)  # layer name -> why it can't be tapped
     inputs: dict[str, Any] = field(default_factory=dict)  # layer name -> first positional input
+    model_inputs: tuple[Any, ...] = ()  # every model input KerasTensor, in order
 
     def tensor(self, name: str) -> Any:
         """The output KerasTensor of top-level layer ``name`` (validated by the caller)."""
@@ -78,13 +88,33 @@ def _functional(model: Any) -> Any:
     return model
 
 
-def _single(tensors: Sequence[Any], what: str, model: Any) -> Any:
-    if len(tensors) != 1:
+def output_names(fn: Any) -> list[str]:
+    """The names ``output=`` accepts, one per output: the layer that computes it."""
+    return [str(t._keras_history[0].name) for t in fn.outputs]
+
+
+def _chosen_output(fn: Any, output: int | str | None, model: Any) -> Any:
+    """The output explained: the only one, or the one ``output`` names (index or name)."""
+    names = output_names(fn)
+    if output is None:
+        if len(names) == 1:
+            return fn.outputs[0]
+        choices = ", ".join(f"{i} {n!r}" for i, n in enumerate(names))
         raise CapabilityError(
-            f"Keras model {model.name!r} has {len(tensors)} {what}s; expected exactly one. "
-            f"Wrap a single-{what} view of it, e.g. keras.Model(model.inputs[0], model.outputs[0])"
+            f"Keras model {model.name!r} has {len(names)} outputs; expected exactly one unless "
+            f"you choose: innersight.wrap(model, output={names[0]!r}) (or output=0), with one "
+            f"of {choices}. A single-output view works too: keras.Model(model.inputs, "
+            "model.outputs[0])"
         )
-    return tensors[0]
+    if isinstance(output, str) and output in names:
+        return fn.outputs[names.index(output)]
+    if isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(names):
+        return fn.outputs[output]
+    choices = ", ".join(f"{i} {n!r}" for i, n in enumerate(names))
+    raise InputError(
+        f"output={output!r} is not an output of Keras model {model.name!r}; use an index or a "
+        f"name: {choices}{did_you_mean(output, names) if isinstance(output, str) else ''}"
+    )
 
 
 def top_layers(model: Any) -> tuple[Any, ...]:
@@ -118,11 +148,16 @@ def _first_argument(node: Any) -> Any:
     return first if isinstance(first, keras.KerasTensor) else None
 
 
-def read_graph(model: Any) -> ModelGraph:
-    """Read a built Sequential/Functional model's graph; innersight errors for anything else."""
+def read_graph(model: Any, output: int | str | None = None) -> ModelGraph:
+    """Read a built Sequential/Functional model's graph; innersight errors for anything else.
+
+    Args:
+        model: the Keras model.
+        output: which output to explain (index or output layer name); None: the only one.
+    """
     fn = _functional(model)
-    inp, out = _single(fn.inputs, "input", model), _single(fn.outputs, "output", model)
-    graph = ModelGraph(model, inp, out, top_layers(model))
+    out = _chosen_output(fn, output, model)
+    graph = ModelGraph(model, fn.inputs[0], out, top_layers(model), model_inputs=tuple(fn.inputs))
     nodes = _layer_nodes(fn)
     for layer in graph.layers:
         found = nodes.get(id(layer), [])

@@ -30,6 +30,7 @@ import numpy as np
 
 from innersight.backends.keras.activations import plain_activations
 from innersight.backends.keras.jax_relu import Replay, replay
+from innersight.backends.keras.packing import Feed, as_feed, graph_inputs, model_inputs
 from innersight.backends.keras.relu_forms import check_model_relus
 from innersight.backends.keras.requests import GradRequest, dense_preactivation, request_values
 
@@ -79,23 +80,31 @@ class Forward:
     relu_report = None
 
     def __init__(self, inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any]) -> None:
-        self.sub = keras.Model(inp, list(tensors))
+        self.feed = as_feed(inp)
+        self.sub = keras.Model(graph_inputs(self.feed), list(tensors))
         self.heads = dict(dense)
         self._jit = jax.jit(self._run)
 
-    def _run(self, state: Any, heads: Any, x: Any) -> list[Any]:
-        outs, _ = self.sub.stateless_call(*state, x, training=False)
+    def _run(self, state: Any, heads: Any, x: Any, extras: Any) -> list[Any]:
+        inputs = model_inputs(self.feed, x, extras)
+        outs, _ = self.sub.stateless_call(*state, inputs, training=False)
         outs = keras.tree.flatten(outs)
         return [
             _float32(dense_preactivation(self.heads[i], t, *heads[i]) if i in heads else t)
             for i, t in enumerate(outs)
         ]
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, x: np.ndarray, *extras: Any) -> list[np.ndarray]:
         n = len(x)
         heads = {i: _head(layer) for i, layer in self.heads.items()}
-        outs = self._jit(_state(self.sub), heads, _pad(x, bucket(n)))
+        x = _batch(self.feed, x)
+        outs = self._jit(_state(self.sub), heads, _pad(x, bucket(n)), list(extras))
         return [np.asarray(o)[:n] for o in outs]
+
+
+def _batch(feed: Feed, x: np.ndarray) -> np.ndarray:
+    """The batch in the dtype the function takes (float32, or token ids' own dtype)."""
+    return np.asarray(x, dtype=feed.x_dtype)
 
 
 def make_forward(inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any] | None = None) -> Any:
@@ -156,7 +165,8 @@ class Gradient:
 
     def __init__(self, inp: Any, req: GradRequest, model_name: str = "") -> None:
         outputs = [req.target] if req.wrt is None else [req.wrt, req.target]
-        self.sub = keras.Model(inp, outputs)
+        self.feed = as_feed(inp)
+        self.sub = keras.Model(graph_inputs(self.feed), outputs)
         check_model_relus(self.sub, req.relu)
         self.req = req
         self.plain = plain_activations(self.sub) if req.relu != "plain" else None
@@ -164,15 +174,18 @@ class Gradient:
         self._overridden = 0  # set while tracing: the same for every batch-size bucket
         self._jit = jax.jit(self._run)
 
-    def _forward(self, state: Any, x: Any) -> list[Any]:
-        outs, _ = self.sub.stateless_call(*state, x, training=False)
+    def _forward(self, state: Any, x: Any, extras: Any) -> list[Any]:
+        inputs = model_inputs(self.feed, x, extras)
+        outs, _ = self.sub.stateless_call(*state, inputs, training=False)
         return list(keras.tree.flatten(outs))
 
-    def _run(self, state: Any, head: Any, x: Any, idx: Any, crop: Any, mask: Any) -> Any:
+    def _run(
+        self, state: Any, head: Any, x: Any, idx: Any, crop: Any, mask: Any, extras: Any
+    ) -> Any:
         req = self.req
         closed = None
         if req.relu != "plain" or req.wrt is not None or req.on_probabilities is not None:
-            closed = jax.make_jaxpr(self._forward)(state, x)
+            closed = jax.make_jaxpr(self._forward)(state, x, extras)
             if req.on_probabilities is not None:
                 kind = probability_op(closed.jaxpr, closed.jaxpr.outvars[-1])
                 if kind is not None:
@@ -180,11 +193,11 @@ class Gradient:
 
         def objective(x: Any, eps: Any) -> Any:
             if closed is None or (req.relu == "plain" and req.wrt is None):
-                outs = self._forward(state, x)
+                outs = self._forward(state, x, extras)
             else:
                 perturbed = closed.jaxpr.outvars[0] if req.wrt is not None else None
                 opts = Replay(req.relu, perturbed, eps)
-                outs = replay(closed, jax.tree.leaves((state, x)), opts)
+                outs = replay(closed, jax.tree.leaves((state, x, extras)), opts)
                 self._overridden = opts.overridden
             target = outs[-1]
             if req.dense is not None:
@@ -202,12 +215,15 @@ class Gradient:
         grads, (values, acts) = jax.grad(objective, argnums=1, has_aux=True)(x, eps)
         return values, acts, _float32(grads)
 
-    def __call__(self, x: np.ndarray, idx: np.ndarray, crop: Any) -> tuple[np.ndarray, ...]:
+    def __call__(
+        self, x: np.ndarray, idx: np.ndarray, crop: Any, *extras: Any
+    ) -> tuple[np.ndarray, ...]:
         n, size = len(x), bucket(len(x))
         mask = (np.arange(size) < n).astype(np.float32)
         head = _head(self.req.dense) if self.req.dense is not None else (None, None)
         index = _pad(np.asarray(idx, dtype=np.int32), size)
-        outs = self._jit(_state(self.sub), head, _pad(x, size), index, np.int32(crop), mask)
+        x = _pad(_batch(self.feed, x), size)
+        outs = self._jit(_state(self.sub), head, x, index, np.int32(crop), mask, list(extras))
         if self.req.relu != "plain":
             self.relu_report = {"overridden": self._overridden, "not_overridden": self.plain}
         return tuple(np.asarray(o)[:n] for o in outs)

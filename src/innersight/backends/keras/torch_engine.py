@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from innersight.backends.keras.activations import plain_activations
+from innersight.backends.keras.packing import Feed, as_feed, graph_inputs, model_inputs
 from innersight.backends.keras.relu_forms import check_model_relus, refuse
 from innersight.backends.keras.requests import GradRequest, dense_preactivation, request_values
 from innersight.backends.torch.relu import relu_override
@@ -47,9 +48,15 @@ def to_numpy(t: Any) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy()
 
 
-def _input(x: np.ndarray) -> Any:
+def _input(x: np.ndarray, dtype: str = "float32") -> Any:
     # Keras' own conversion: the tensor lands on the device Keras put the variables on.
-    return keras.ops.convert_to_tensor(x, dtype="float32")
+    return keras.ops.convert_to_tensor(x, dtype=dtype)
+
+
+def _inputs(feed: Feed, xt: Any, extras: Sequence[Any]) -> Any:
+    """The sub-model's inputs from the batch tensor and the extras (numpy, converted here)."""
+    tensors = [_input(e, dtype) for e, (_, dtype) in zip(extras, feed.extras, strict=True)]
+    return model_inputs(feed, xt, tensors)
 
 
 def _float32(t: Any) -> Any:
@@ -62,12 +69,14 @@ class Forward:
     relu_report = None
 
     def __init__(self, inp: Any, tensors: Sequence[Any], dense: Mapping[int, Any]) -> None:
-        self.sub = keras.Model(inp, list(tensors))
+        self.feed = as_feed(inp)
+        self.sub = keras.Model(graph_inputs(self.feed), list(tensors))
         self.heads = dict(dense)
 
-    def __call__(self, x: np.ndarray) -> list[Any]:
+    def __call__(self, x: np.ndarray, *extras: Any) -> list[Any]:
         with torch.no_grad():
-            outs = keras.tree.flatten(self.sub(_input(x), training=False))
+            inputs = _inputs(self.feed, _input(x, self.feed.x_dtype), extras)
+            outs = keras.tree.flatten(self.sub(inputs, training=False))
             return [
                 _float32(dense_preactivation(self.heads[i], t) if i in self.heads else t)
                 for i, t in enumerate(outs)
@@ -129,7 +138,8 @@ class Gradient:
 
     def __init__(self, inp: Any, req: GradRequest, model_name: str) -> None:
         outputs = [req.target] if req.wrt is None else [req.wrt, req.target]
-        self.sub = keras.Model(inp, outputs)
+        self.feed = as_feed(inp)
+        self.sub = keras.Model(graph_inputs(self.feed), outputs)
         check_model_relus(self.sub, req.relu)
         self.req = req
         self.model_name = model_name
@@ -137,12 +147,14 @@ class Gradient:
         self.relu_report: dict[str, Any] | None = None
         self._watch = req.on_probabilities is not None  # until the first pass has looked
 
-    def __call__(self, x: np.ndarray, idx: np.ndarray, crop: Any) -> tuple[Any, ...]:
+    def __call__(self, x: np.ndarray, idx: np.ndarray, crop: Any, *extras: Any) -> tuple[Any, ...]:
         req = self.req
-        xt = _input(x).requires_grad_(True)  # also when the wrt layer has no weights before it
+        xt = _input(x, self.feed.x_dtype)
+        if xt.is_floating_point():  # also when the wrt layer has no weights before it
+            xt.requires_grad_(True)
         watch = _ProbabilityWatch() if self._watch else None
         with torch.enable_grad():
-            outs, report = self._forward(xt, watch)
+            outs, report = self._forward(_inputs(self.feed, xt, extras), watch)
             target = outs[-1]
             if req.dense is not None:
                 target = dense_preactivation(req.dense, target)

@@ -31,6 +31,7 @@ def test_wrap_serves_the_model_on_this_backend(backend, keras_small, noise):
         "input_gradients",
         "layer_gradients",
         "relu_override",
+        "several_inputs",
     }
     np.testing.assert_allclose(
         adapter.forward(noise).outputs, own_call(keras_small, noise), rtol=1e-6, atol=1e-6
