@@ -346,6 +346,43 @@ def neuron_integrated_gradients(ctx: Context) -> np.ndarray:
     return _neuron_maps(ctx, "neuron_integrated_gradients", progress=False)
 
 
+def layer_integrated_gradients(ctx: Context) -> np.ndarray:
+    return _layer_maps(ctx, "layer_integrated_gradients", target=ctx.y, steps=16, progress=False)
+
+
+def deeplift(ctx: Context) -> np.ndarray:
+    ig = ins.explain("integrated_gradients", ctx.torch, ctx.x, target=ctx.y, progress=False)
+    maps = [("integrated_gradients", ig.values[..., 0], True)]
+    for baseline in (0.0, "blur"):
+        ex = ins.explain("deeplift", ctx.torch, ctx.x, target=ctx.y, baseline=baseline)
+        maps.append((f"baseline={baseline!r}", ex.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def deeplift_shap(ctx: Context) -> np.ndarray:
+    lift = ins.explain("deeplift", ctx.torch, ctx.x, target=ctx.y)
+    maps = [("deeplift: black", lift.values[..., 0], True)]
+    for title, model in (("shap: 32 (torch)", ctx.torch), ("shap: 32 (keras)", ctx.keras)):
+        base = ctx.data.x_train[:32]
+        ex = ins.explain("deeplift_shap", model, ctx.x, target=ctx.y, baseline=base)
+        maps.append((title, ex.values[..., 0], True))
+    return columns(ctx.x, maps)
+
+
+def lrp(ctx: Context) -> np.ndarray:
+    maps = [
+        (
+            name,
+            ins.explain(
+                "lrp", ctx.torch, ctx.x, target=ctx.y, composite=name, low=0.0, high=1.0
+            ).values,
+            True,
+        )
+        for name in ("epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1")
+    ]
+    return columns(ctx.x, maps)
+
+
 PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
     f.__name__: f
     for f in (
@@ -375,6 +412,10 @@ PICTURES: dict[str, Callable[[Context], np.ndarray]] = {
         layer_conductance,
         neuron_gradient,
         neuron_integrated_gradients,
+        layer_integrated_gradients,
+        deeplift,
+        deeplift_shap,
+        lrp,
     )
 }
 

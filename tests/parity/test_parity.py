@@ -69,6 +69,10 @@ TOLERANCES: dict[str, Tolerance] = {
     "layer_conductance": Tolerance(rel_l2=1e-4),
     "neuron_gradient": Tolerance(rel_l2=1e-4),
     "neuron_integrated_gradients": Tolerance(rel_l2=1e-4),
+    "layer_integrated_gradients": Tolerance(rel_l2=1e-4),
+    "deeplift": Tolerance(rel_l2=1e-4),
+    "deeplift_shap": Tolerance(rel_l2=1e-4),
+    "lrp": Tolerance(rel_l2=1e-4),
 }
 
 FAST = {
@@ -86,6 +90,7 @@ FAST = {
     "feature_ablation": {"grid": 4, "batch_size": 64},
     "layer_conductance": {"steps": 8, "batch_size": 64},
     "neuron_integrated_gradients": {"steps": 8, "batch_size": 64},
+    "layer_integrated_gradients": {"steps": 8, "batch_size": 64},
 }
 #: The layer filter maximization explores, in model A's names (B's comes from port.layer_map).
 LAST_CONV = {"seed": "conv4", "digits": "relu3"}

@@ -335,29 +335,63 @@ def test_the_batch_size_does_not_change_conductance(torch_small, images):
 
 
 # -- attribute_to_layer_input -------------------------------------------------------------------
+def captum_to_input(technique, torch_small, images, layer="fc1", **extra):
+    cls = getattr(captum_attr, CAPTUM_CLASS[technique])
+    ref = cls(torch_small, getattr(torch_small, layer)).attribute(
+        nchw(images), target=TARGETS, attribute_to_layer_input=True, **extra
+    )
+    return nhwc(ref)
+
+
 @pytest.mark.parametrize("backend", ["torch", "keras"])
 @pytest.mark.parametrize("technique", ["layer_gradient_x_activation", "layer_conductance"])
-def test_attribute_to_layer_input_names_the_equivalent_layer(
+def test_attribute_to_layer_input_equals_captum(
     backend, technique, torch_small, keras_small, images
 ):
-    """Neither adapter differentiates by an input tap yet: a CapabilityError that names
-    'flatten', whose output is what fc1 receives; with it the result is Captum's
-    attribute_to_layer_input=True on fc1."""
+    """Through the adapters' layer_override: what fc1 receives (the flattened features) and,
+    on torch, what relu2 receives (conv2's output; the Keras twin fuses that ReLU into its
+    conv2), against Captum's attribute_to_layer_input=True on the torch net."""
     model = torch_small if backend == "torch" else keras_small
     params = {"target": TARGETS, "progress": False}
+    extra = {}
+    if technique == "layer_conductance":
+        params.update(steps=6, baseline=0.2)
+        extra = {"n_steps": 6, "baselines": 0.2}
+    layers = ["fc1", "relu2"] if backend == "torch" else ["fc1"]
+    for layer in layers:
+        ex = ins.explain(
+            technique, model, images, layer=layer, attribute_to_layer_input=True, **params
+        )
+        ref = captum_to_input(technique, torch_small, images, layer, **extra)
+        if backend == "keras":  # Keras flattens (h, w, c), torch (c, h, w)
+            ref = ref.reshape(4, 6, 3, 3).transpose(0, 2, 3, 1).reshape(4, 54)
+        assert ex.meta["attributed_to"] == f"the input of {layer!r}"
+        assert rel_error(ex.values, ref) <= REL, layer
+
+
+@pytest.mark.parametrize("technique", ["layer_gradient_x_activation", "layer_conductance"])
+def test_attribute_to_layer_input_without_override_names_the_equivalent_layer(
+    technique, small_weights, torch_small, images
+):
+    """The numpy reference adapter has no layer_override: a CapabilityError that names
+    'flatten', whose output is what fc1 receives; with it the result is Captum's
+    attribute_to_layer_input=True on fc1."""
+    reference = ReferenceAdapter.from_weights(small_weights)
+    params = {"target": TARGETS, "progress": False}
+    extra = {}
+    if technique == "layer_conductance":
+        params.update(steps=6, baseline=0.2)
+        extra = {"n_steps": 6, "baselines": 0.2}
     with pytest.raises(CapabilityError) as info:
-        ins.explain(technique, model, images, layer="fc1", attribute_to_layer_input=True, **params)
+        ins.explain(
+            technique, reference, images, layer="fc1", attribute_to_layer_input=True, **params
+        )
     message = str(info.value)
     assert "attribute_to_layer_input=True needs the gradient with respect to what 'fc1'" in message
-    assert f"the {backend} adapter" in message and "pass layer='flatten'" in message
-    ex = ins.explain(technique, model, images, layer="flatten", **params)
-    cls = getattr(captum_attr, CAPTUM_CLASS[technique])
-    ref = cls(torch_small, torch_small.fc1).attribute(
-        nchw(images), target=TARGETS, attribute_to_layer_input=True
-    )
-    ref = ref.detach().numpy()
-    if backend == "keras":  # Keras flattens (h, w, c), torch (c, h, w)
-        ref = ref.reshape(4, 6, 3, 3).transpose(0, 2, 3, 1).reshape(4, 54)
+    assert "the numpy adapter" in message and "pass layer='flatten'" in message
+    ex = ins.explain(technique, reference, images, layer="flatten", **params)
+    ref = captum_to_input(technique, torch_small, images, **extra)
+    ref = ref.reshape(4, 6, 3, 3).transpose(0, 2, 3, 1).reshape(4, 54)  # flattened (h, w, c)
     assert rel_error(ex.values, ref) <= REL
 
 
@@ -391,6 +425,19 @@ def test_the_renderer_draws_the_channel_sum_over_the_input(torch_small, images):
     maps = upsample_bilinear(ex.values.astype(np.float64).sum(axis=-1), (12, 12))
     heat = ins.Explanation("x", "heatmap", maps.astype(np.float32), inputs=images)
     np.testing.assert_array_equal(ex.to_image(), HeatmapRenderer().render(heat))
+
+
+def test_channel_sums_render_as_the_same_spatial_map(torch_small, images):
+    """reduce="sum" gives (N, h, w) channel sums: drawn as the spatial map the layer-shaped
+    explanation draws, not laid out as a grid of units."""
+    full = ins.explain("layer_gradient_x_activation", torch_small, images, layer="relu2")
+    summed = ins.explain(
+        "layer_gradient_x_activation", torch_small, images, layer="relu2", reduce="sum"
+    )
+    assert summed.values.shape == full.values.shape[:3]
+    np.testing.assert_allclose(summed.values, full.values.sum(axis=-1), rtol=1e-6, atol=1e-7)
+    drawn = summed.to_image().astype(int) - full.to_image().astype(int)
+    assert np.abs(drawn).max() <= 1  # the same picture, up to the float32 sum's rounding
 
 
 def test_the_renderer_lays_vector_units_out_in_a_grid(linear, vectors):

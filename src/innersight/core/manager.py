@@ -95,6 +95,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "innersight.plugins.layer_conductance",
     "innersight.plugins.neuron_gradient",
     "innersight.plugins.neuron_integrated_gradients",
+    "innersight.plugins.layer_integrated_gradients",
+    "innersight.plugins.deeplift",
+    "innersight.plugins.deeplift_shap",
+    "innersight.plugins.lrp",
     *BUILTIN_METRICS,
 )
 

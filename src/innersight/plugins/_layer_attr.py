@@ -3,11 +3,13 @@
 * **The layer** (:func:`choose_layer`): the given one, else Grad-CAM's default (the last
   spatial tensor before the global pooling: the features the classifier reads); a model with
   no spatial layer gets the last vector layer before its output layer.
-  ``attribute_to_layer_input=True`` reads what the layer *receives* (:func:`layer_tap`), which
-  needs an adapter whose ``layer_value_and_grad`` accepts an
-  :func:`~innersight.core.input_tap` name; the torch, Keras and numpy reference adapters do
-  not yet, and :func:`input_capability_error` says so and names the layer whose output is
-  that very tensor.
+  ``attribute_to_layer_input=True`` reads what the layer *receives* (:func:`layer_tap`). Its
+  gradient comes from the adapter's ``layer_override`` capability (the override gradient with
+  the real input of the layer as the replacement: :func:`layer_call`); an adapter without it
+  gets :func:`input_capability_error`, which names the layer whose output is that very tensor.
+* **The reduction** (:func:`check_reduce`, :func:`reduce_layer`): ``reduce="sum"`` sums the
+  last axis (the channels of a spatial layer, the embedding axis of tokens ``(N, T, D)``:
+  Captum users' per-token map), ``"none"`` keeps the layer's shape.
 * **The neuron** (:func:`choose_neuron`): an ``(h, w, c)`` tuple (one coordinate per axis of
   the layer's channels-last output), a flat channels-last index, one flat index per input, or
   None: at the layer's spatial centre, the channel with the largest activation averaged over
@@ -37,19 +39,23 @@ from innersight.core import (
     ProgressArg,
     bytes_per_sample,
     input_tap,
+    is_input_tap,
     objectives,
     shaped_layers,
     validate,
 )
+from innersight.core.override import has_layer_override, layer_override_adapter
 from innersight.plugins._cam import choose_layer as cam_layer
 from innersight.plugins._layers import Choice, describe, display_name, is_pass_through
 from innersight.plugins._presets import last_conv_output
 
 __all__ = [
     "METHODS",
+    "REDUCTIONS",
     "NeuronArg",
     "PathPoints",
     "captum_alphas",
+    "check_reduce",
     "check_steps",
     "choose_layer",
     "choose_neuron",
@@ -57,6 +63,7 @@ __all__ = [
     "layer_call",
     "layer_tap",
     "preset_layer",
+    "reduce_layer",
     "run_batches",
     "run_path",
 ]
@@ -71,7 +78,22 @@ METHODS = (
     "riemann_right",
     "riemann_midpoint",
 )
+#: Captum's own names, accepted as integrated gradients accepts them.
+CAPTUM_NAMES = {"gausslegendre": "gauss_legendre", "riemann_middle": "riemann_midpoint"}
 NeuronArg = int | tuple[int, ...] | Sequence[int] | np.ndarray | None
+#: ``reduce=``: keep the layer's shape, or sum its last axis (channels, embedding).
+REDUCTIONS = ("none", "sum")
+
+
+def check_reduce(reduce: Any) -> str:
+    """``reduce`` as one of :data:`REDUCTIONS` (None means "none"); InputError otherwise."""
+    return "none" if reduce is None else str(validate.choice("reduce", reduce, REDUCTIONS))
+
+
+def reduce_layer(values: np.ndarray, reduce: str) -> np.ndarray:
+    """``values`` (N, ...) with the last axis summed for ``reduce="sum"`` (a (N, D) vector
+    layer becomes (N,): one total per input)."""
+    return values.sum(axis=-1) if reduce == "sum" else values
 
 
 # -- quadrature --------------------------------------------------------------------------------
@@ -104,8 +126,10 @@ def ig_weights(method: str, count: int) -> np.ndarray:
 
 def check_steps(method: Any, steps: Any, *, least: int) -> tuple[str, int]:
     """A known ``method`` and a ``steps`` of at least ``least`` (Riemann rules: at least 2
-    points), else InputError saying what to pass."""
-    validate.choice("method", method, METHODS)
+    points), else InputError saying what to pass. Captum's names (``"gausslegendre"``,
+    ``"riemann_middle"``) are accepted and returned as innersight's."""
+    validate.choice("method", method, METHODS + tuple(CAPTUM_NAMES))
+    method = CAPTUM_NAMES.get(method, method)
     steps = validate.positive_int("steps", steps, example=50)
     if steps < least:
         raise InputError(
@@ -279,8 +303,12 @@ def layer_tap(
 def layer_call(
     model: ModelAdapter, technique: str, choice: Choice, tap: str, probe: np.ndarray
 ) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``model.layer_value_and_grad`` for ``tap``; an input tap the adapter cannot
-    differentiate by becomes :func:`input_capability_error`."""
+    """``model.layer_value_and_grad`` for ``tap``. For an input tap: with the
+    ``layer_override`` capability, the tapped input and the override gradient at it (one
+    forward and one gradient pass); otherwise ``layer_value_and_grad`` by the input tap, and
+    where the adapter cannot, :func:`input_capability_error`."""
+    if is_input_tap(tap) is not None and has_layer_override(model):
+        return _input_call(model, tap)
 
     def call(
         x: np.ndarray, objective: objectives.Objective
@@ -291,6 +319,22 @@ def layer_call(
             if tap == choice.tap:
                 raise
             raise input_capability_error(model, technique, choice, probe) from err
+
+    return call
+
+
+def _input_call(
+    model: ModelAdapter, tap: str
+) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Values, what the layer receives and the gradient by it, through ``layer_override``."""
+    adapter = layer_override_adapter(model)
+
+    def call(
+        x: np.ndarray, objective: objectives.Objective
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        acts = np.asarray(model.forward(x, taps=[tap]).activations[tap], np.float32)
+        values, grads = adapter.layer_override_value_and_grad(x, objective, tap, acts)
+        return values, acts, grads
 
     return call
 
@@ -309,8 +353,9 @@ def input_capability_error(
     )
     return CapabilityError(
         f"{technique}: attribute_to_layer_input=True needs the gradient with respect to what "
-        f"{choice.name!r} receives (layer_value_and_grad with input_tap({choice.tap!r})), which "
-        f"the {model.backend} adapter for {model.name} does not provide; {advice}"
+        f"{choice.name!r} receives (the layer_override capability, or layer_value_and_grad "
+        f"with input_tap({choice.tap!r})), which the {model.backend} adapter for {model.name} "
+        f"does not provide; {advice}"
     )
 
 

@@ -34,12 +34,15 @@ __all__ = ["KIND", "LayerAttributionRenderer", "layer_maps"]
 KIND = "layer_attribution"
 
 
-def layer_maps(values: np.ndarray) -> tuple[np.ndarray, bool]:
+def layer_maps(values: np.ndarray, *, summed: bool = False) -> tuple[np.ndarray, bool]:
     """``(maps (N, h, w) float64, spatial)``: channel sums of a spatial layer, or the units of
-    a vector (token sums for tokens) laid out in a near-square grid."""
+    a vector (token sums for tokens) laid out in a near-square grid. ``summed``: the values
+    already are channel sums (``reduce="sum"``), so an (N, h, w) array is a spatial map."""
     values = np.asarray(values, np.float64)
     if values.ndim == 4:
         return values.sum(axis=-1), True
+    if summed and values.ndim == 3:
+        return values, True
     if values.ndim < 2:
         raise InputError(
             f"a layer_attribution explanation needs values (N, ...) in a layer's shape, got "
@@ -53,6 +56,10 @@ def layer_maps(values: np.ndarray) -> tuple[np.ndarray, bool]:
     padded = np.zeros((n, rows * cols))
     padded[:, :units] = values
     return padded.reshape(n, rows, cols), False
+
+
+def _image(inputs: np.ndarray | None) -> bool:
+    return inputs is not None and inputs.ndim == 4
 
 
 class LayerAttributionRenderer(Renderer):
@@ -69,8 +76,9 @@ class LayerAttributionRenderer(Renderer):
         alpha: float = 0.6,
         **options: Any,
     ) -> np.ndarray:
-        maps, spatial = layer_maps(np.asarray(explanation.values))
-        inputs = explanation.inputs
+        summed = explanation.params.get("reduce") == "sum"
+        inputs = explanation.inputs if isinstance(explanation.inputs, np.ndarray) else None
+        maps, spatial = layer_maps(np.asarray(explanation.values), summed=summed and _image(inputs))
         if spatial and inputs is not None and np.ndim(inputs) == 4:
             maps = upsample_bilinear(maps, tuple(np.shape(inputs)[1:3]))
         heat = dataclasses.replace(explanation, kind="heatmap", values=maps.astype(np.float32))

@@ -126,7 +126,9 @@ class LayerConductance(Technique):
                 "riemann_trapezoid", "riemann_left", "riemann_right" or "riemann_midpoint"
                 (Captum's "riemann_middle"): where the points lie.
             attribute_to_layer_input: attribute to what the layer receives (Captum's flag);
-                needs an adapter that differentiates by an ``input_tap``.
+                needs the ``layer_override`` capability (the torch and Keras adapters; a
+                CapabilityError names the equivalent layer otherwise): the gradient at each
+                path point is the override gradient at the layer's real input there.
             batch_size: path points per gradient call, or "auto" (under the memory budget).
             progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
 

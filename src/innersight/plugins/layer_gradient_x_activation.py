@@ -9,7 +9,14 @@ features) the attributions add up to ``y`` minus the head's bias.
 
 The values keep the layer's shape, ``(N, h, w, C)`` or ``(N, D)``, with ``kind
 "layer_attribution"``: the renderer draws the channel sum of a spatial layer upsampled over
-the input (see :mod:`innersight.plugins.layer_attribution_renderer`).
+the input (see :mod:`innersight.plugins.layer_attribution_renderer`). ``reduce="sum"`` sums
+the last axis: per token for an embedding layer's ``(N, T, D)`` (Captum users' per-token map
+on BERT-style models), per position for a spatial layer.
+
+``attribute_to_layer_input=True`` attributes to what the layer receives: ``A`` is the tapped
+input and the gradient is the ``layer_override`` gradient at it (the torch and Keras
+adapters); adapters without that capability raise a CapabilityError naming the layer whose
+output is that tensor.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from innersight.core import (
     validate,
 )
 from innersight.plugins._layer_attr import (
+    check_reduce,
     choose_layer,
     layer_call,
     layer_tap,
     preset_layer,
+    reduce_layer,
     run_batches,
 )
 from innersight.plugins._presets import only_set
@@ -48,6 +57,7 @@ class LayerGradientXActivation(Technique):
     summary = "A layer's activations times the gradient of the score by them (signed)."
     requires = frozenset({"layer_gradients"})
     order = 84
+    input_kinds = frozenset({"image", "sequence", "tabular", "tokens"})
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:
         """The default layer (Grad-CAM's) in every profile, unless ``ctx.layer_ok`` refuses
@@ -62,6 +72,7 @@ class LayerGradientXActivation(Technique):
         layer: str | None = None,
         target: int | list[int] | None = None,
         attribute_to_layer_input: bool = False,
+        reduce: str | None = "none",
         batch_size: int | str = "auto",
         progress: ProgressArg = None,
     ) -> Explanation:
@@ -74,17 +85,21 @@ class LayerGradientXActivation(Technique):
             target: class per sample (an int, one int per sample, or None: the predicted
                 class).
             attribute_to_layer_input: attribute to what the layer receives instead of what it
-                returns (Captum's flag); needs an adapter that differentiates by an
-                ``input_tap`` (a CapabilityError names the equivalent layer otherwise).
+                returns (Captum's flag); needs the ``layer_override`` capability (the torch
+                and Keras adapters; a CapabilityError names the equivalent layer otherwise).
+            reduce: "none" (default: the layer's shape) or "sum" (the last axis summed: one
+                value per token of an embedding layer, per position of a spatial layer).
             batch_size: inputs per gradient call, or "auto" (under the memory budget).
             progress: None (a bar on a terminal), True, False, or a ``callback(done, total)``.
 
         Returns:
             A ``layer_attribution`` Explanation: values in the layer's own shape, ``(N, h, w,
-            C)`` or ``(N, D)``, float32; ``meta``: ``layer``, ``layer_rule``, ``attributed_to``,
+            C)``, ``(N, T, D)`` or ``(N, D)`` (the last axis summed with ``reduce="sum"``),
+            float32; ``meta``: ``layer``, ``layer_rule``, ``attributed_to``,
             ``target``, ``score``.
         """
         to_input = validate.boolean("attribute_to_layer_input", attribute_to_layer_input)
+        reduce = check_reduce(reduce)
         targets = resolve_target(model, inputs, target)
         choice = choose_layer(model, inputs, layer, targets)
         tap, what = layer_tap(model, inputs, choice, to_input)
@@ -106,12 +121,13 @@ class LayerGradientXActivation(Technique):
         return Explanation(
             technique=self.name,
             kind=KIND,
-            values=np.concatenate(parts).astype(np.float32),
+            values=reduce_layer(np.concatenate(parts), reduce).astype(np.float32),
             inputs=inputs,
             params={
                 "layer": choice.name,
                 "target": targets.tolist(),
                 "attribute_to_layer_input": to_input,
+                "reduce": reduce,
             },
             meta=meta,
         )

@@ -47,6 +47,9 @@ def test_wrap_returns_keras_adapter_through_the_plugin_manager(keras_small):
         "layer_gradients",
         "relu_override",
         "several_inputs",
+        "layer_override",
+        "deeplift",
+        "lrp",
     }
     assert isinstance(adapter, innersight.ModelAdapter)
 

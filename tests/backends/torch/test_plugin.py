@@ -41,6 +41,9 @@ def test_wrap_returns_torch_adapter(wrap, small_weights, images):
         Capability.RELU_OVERRIDE,
         Capability.CROPPED_FORWARD,
         Capability.SEVERAL_INPUTS,
+        Capability.LAYER_OVERRIDE,
+        Capability.DEEPLIFT,
+        Capability.LRP,
     }
     assert adapter.model is net
     assert wrap(adapter) is adapter

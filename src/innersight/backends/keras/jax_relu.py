@@ -15,6 +15,9 @@ evaluates that jaxpr equation by equation, exactly as ``jax.core.eval_jaxpr`` do
   ``eps`` added where it is defined, so ``d values / d eps`` is the gradient w.r.t. that tensor
   through every consumer of it.
 
+``Replay(mode="deeplift")`` re-plays the doubled batch ``[x; baseline]`` with the DeepLift rescale
+rule on every nonlinearity (see the DeepLift section at the end and :mod:`.deeplift`).
+
 Nothing of the user's model is touched: only the adapter's own trace is re-played. What cannot be
 covered is refused (CapabilityError), never returned as plain gradients: a ReLU inside control
 flow or a custom derivative rule (``lax.scan`` of an RNN, a ``custom_vjp``), and ``leaky_relu``
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from innersight.backends.keras.relu_forms import refuse
+from innersight.core.errors import CapabilityError
 
 __all__ = ["Replay", "relu_cap", "replay"]
 
@@ -173,6 +177,8 @@ def _eval(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], opts: Replay, 
 
 def _apply(eqn: Any, invals: list[Any], opts: Replay) -> list[Any]:
     name = eqn.primitive.name
+    if opts.mode == "deeplift":
+        return _apply_deeplift(eqn, invals, opts)
     if opts.mode != "plain":
         cap = relu_cap(eqn)
         if cap is not None:
@@ -190,6 +196,11 @@ def _apply(eqn: Any, invals: list[Any], opts: Replay) -> list[Any]:
                 )
             sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             return list(_eval(sub.jaxpr, sub.consts, invals, opts, top=False))
+    return _bind(eqn, invals)
+
+
+def _bind(eqn: Any, invals: Sequence[Any]) -> list[Any]:
+    """The equation's own computation on ``invals``."""
     params = eqn.primitive.get_bind_params(eqn.params)
     subfuns: Sequence[Any] = ()
     if isinstance(params, tuple):  # older JAX versions return (subfuns, params)
@@ -197,3 +208,139 @@ def _apply(eqn: Any, invals: list[Any], opts: Replay) -> list[Any]:
     with eqn.ctx.manager:
         out = eqn.primitive.bind(*subfuns, *invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+# -- DeepLift (rescale rule) ---------------------------------------------------------------------
+# ``Replay(mode="deeplift")`` answers, on the doubled batch ``[x; baseline]``, every ReLU/ReLU6
+# call, jax.nn activation call (elu, softplus, gelu, silu, ... as one unit), ``logistic``
+# (sigmoid) and ``tanh`` equation with the rescale multiplier
+# ``grad * (f(u) - f(u0)) / (u - u0)`` (the ordinary gradient where ``|u - u0| < eps``), and
+# ``reduce_window_max`` (max pooling) with Captum's max-pool rule; see backends/keras/deeplift.py.
+DEEPLIFT_EPS = 1e-10
+_RESCALED = frozenset({"logistic", "tanh"})
+# jax.nn's elementwise activations are jitted functions of these names: rescaled as one unit
+# (JAX computes ELU, softplus, GELU, ... from several primitives).
+_UNITS = frozenset(
+    {"elu", "celu", "selu", "softplus", "leaky_relu", "silu", "swish", "gelu", "mish"}
+    | {"softsign", "log_sigmoid", "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "relu"}
+    | {"relu6", "hard_tanh"}
+)
+
+
+def _halves(t: Any) -> tuple[Any, Any]:
+    n = t.shape[0] // 2
+    return t[:n], t[n:]
+
+
+def _twice(t: Any) -> Any:
+    return jnp.concatenate([t, t], axis=0)
+
+
+def _rescaled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``f`` with the rescale multiplier as its backward."""
+
+    @jax.custom_vjp
+    def g(u: Any) -> Any:
+        return f(u)
+
+    def fwd(u: Any) -> tuple[Any, Any]:
+        y = f(u)
+        return y, (u, y)
+
+    def bwd(res: Any, grad: Any) -> tuple[Any]:
+        u, y = res
+        (ua, ub), (ya, yb) = _halves(u), _halves(y)
+        delta_in, delta_out = _twice(ua - ub), _twice(ya - yb)
+        (plain,) = jax.vjp(f, u)[1](grad)
+        safe = jnp.where(jnp.abs(delta_in) < DEEPLIFT_EPS, 1.0, delta_in)
+        return (jnp.where(jnp.abs(delta_in) < DEEPLIFT_EPS, plain, grad * delta_out / safe),)
+
+    g.defvjp(fwd, bwd)
+    return g
+
+
+def _max_pooled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A max pooling ``f`` with Captum's rule as its backward (its own VJP scatters a
+    cotangent to each window's argmax, sample by sample)."""
+
+    @jax.custom_vjp
+    def g(u: Any) -> Any:
+        return f(u)
+
+    def fwd(u: Any) -> tuple[Any, Any]:
+        y = f(u)
+        return y, (u, y)
+
+    def bwd(res: Any, grad: Any) -> tuple[Any]:
+        u, y = res
+        scatter = jax.vjp(f, u)[1]
+        ya, yb = _halves(y)
+        top = jnp.maximum(ya, yb)
+        (spread,) = scatter(grad * jnp.concatenate([top - yb, ya - top], axis=0))
+        sa, sb = _halves(spread)
+        ua, ub = _halves(u)
+        delta_in = _twice(ua - ub)
+        (plain,) = scatter(grad)
+        small = jnp.abs(delta_in) < DEEPLIFT_EPS
+        return (jnp.where(small, plain, _twice(sa + sb) / jnp.where(small, 1.0, delta_in)),)
+
+    g.defvjp(fwd, bwd)
+    return g
+
+
+def _unit(eqn: Any) -> bool:
+    """A jit call of one of jax.nn's elementwise activations: one output shaped like the
+    first input, every other input a scalar (a slope, an alpha)."""
+    if eqn.primitive.name not in _CALLS or eqn.params.get("name") not in _UNITS:
+        return False
+    first, *rest = (getattr(v, "aval", None) for v in eqn.invars)
+    shapes = [getattr(a, "shape", None) for a in (first, *rest)]
+    same = len(eqn.outvars) == 1 and eqn.outvars[0].aval.shape == shapes[0]
+    return same and all(shape == () for shape in shapes[1:])
+
+
+def _deeplift_fn(eqn: Any, invals: Sequence[Any]) -> Callable[[Any], Any] | None:
+    """The DeepLift version of a nonlinearity equation; None for every other equation."""
+    cap = relu_cap(eqn)
+    if cap is not None:
+        return _rescaled(lambda u: jnp.minimum(jnp.maximum(u, 0), cap))
+    name = eqn.primitive.name
+    if name not in _RESCALED and name != "reduce_window_max" and not _unit(eqn):
+        return None
+
+    def f(u: Any) -> Any:
+        return _bind(eqn, [u, *invals[1:]])[0]
+
+    return _max_pooled(f) if name == "reduce_window_max" else _rescaled(f)
+
+
+def _has_deeplift_target(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if relu_cap(eqn) is not None or eqn.primitive.name in _RESCALED | {"reduce_window_max"}:
+            return True
+        if _unit(eqn):
+            return True
+        if eqn.primitive.name in _CALLS and eqn.params.get("name") in _PLAIN_GATES:
+            continue
+        if any(_has_deeplift_target(sub) for sub in _subjaxprs(eqn)):
+            return True
+    return False
+
+
+def _apply_deeplift(eqn: Any, invals: list[Any], opts: Replay) -> list[Any]:
+    fn = _deeplift_fn(eqn, invals)
+    if fn is not None:
+        opts.overridden += 1
+        return [fn(invals[0])]
+    name = eqn.primitive.name
+    if not any(_has_deeplift_target(s) for s in _subjaxprs(eqn)):
+        return _bind(eqn, invals)
+    if name not in _CALLS:
+        raise CapabilityError(
+            f"deeplift cannot be applied exactly to this Keras model: a nonlinearity runs "
+            f"inside a {name} (control flow such as an RNN's scan, or a custom derivative "
+            "rule), where the rescale rule cannot reach it. Use integrated_gradients (the path "
+            "integral DeepLift approximates) for this model"
+        )
+    sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    return list(_eval(sub.jaxpr, sub.consts, invals, opts, top=False))

@@ -22,19 +22,25 @@ gradients; other activations (GELU, ELU, tanh, ...) keep their ordinary gradient
 papers. That includes ``hard_sigmoid`` and ``hard_silu``/hard-swish, which TensorFlow computes
 as ``relu6(x + 3) / 6``: their inner ``Relu6`` op is recognised by that pattern and keeps its
 plain gradient (it is part of a smooth-ish gate, not a ReLU of the network).
+
+The DeepLift rescale rule (:func:`deeplift_override`, used by :mod:`.deeplift`) rides on the same
+mechanism: its gradient functions split each tagged op's doubled batch ``[x; baseline]`` into
+halves and return ``grad * (y - y0) / (x - x0)`` (the op's own gradient where ``|x - x0|`` is
+below eps), and Captum's max-pool rule for ``MaxPool`` ops.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
 
 from innersight.backends.keras.relu_forms import check_model_relus, refuse
+from innersight.core.errors import CapabilityError
 
-__all__ = ["check_forward_ops", "check_model_relus", "relu_override"]
+__all__ = ["check_forward_ops", "check_model_relus", "deeplift_override", "relu_override"]
 
 _OVERRIDES = {
     "guided": {"Relu": "InnersightGuidedRelu", "Relu6": "InnersightGuidedRelu6"},
@@ -139,3 +145,116 @@ def check_forward_ops(graph: Any, ops: Sequence[Any], mode: str) -> None:
 def _nested_relu(graph: Any) -> bool:
     library = graph.as_graph_def().library
     return any(node.op in _RELU_OPS for f in library.function for node in f.node_def)
+
+
+# -- DeepLift (rescale rule) --------------------------------------------------------------------
+# Each covered op's ordinary gradient, from TensorFlow's own gradient kernels.
+_PLAIN_GRADS: dict[str, Callable[[Any, Any], Any]] = {
+    "Relu": lambda op, g: tf.raw_ops.ReluGrad(gradients=g, features=op.inputs[0]),
+    "Relu6": lambda op, g: tf.raw_ops.Relu6Grad(gradients=g, features=op.inputs[0]),
+    "Elu": lambda op, g: tf.raw_ops.EluGrad(gradients=g, outputs=op.outputs[0]),
+    "Selu": lambda op, g: tf.raw_ops.SeluGrad(gradients=g, outputs=op.outputs[0]),
+    "Softplus": lambda op, g: tf.raw_ops.SoftplusGrad(gradients=g, features=op.inputs[0]),
+    "Sigmoid": lambda op, g: tf.raw_ops.SigmoidGrad(y=op.outputs[0], dy=g),
+    "Tanh": lambda op, g: tf.raw_ops.TanhGrad(y=op.outputs[0], dy=g),
+    "LeakyRelu": lambda op, g: tf.raw_ops.LeakyReluGrad(
+        gradients=g, features=op.inputs[0], alpha=op.get_attr("alpha")
+    ),
+}
+_DEEPLIFT = {name: f"InnersightDeepLift{name}" for name in (*_PLAIN_GRADS, "MaxPool")}
+_DEEPLIFT_EPS = [1e-10]  # set by deeplift_override before tracing (read while differentiating)
+
+
+def _halves(t: Any) -> tuple[Any, Any]:
+    n = tf.shape(t)[0] // 2
+    return t[:n], t[n:]
+
+
+def _twice(t: Any) -> Any:
+    return tf.concat([t, t], axis=0)
+
+
+def _rescale(op: Any, grad: Any) -> Any:
+    """The rescale multiplier of an elementwise op over the doubled batch (see deeplift.py)."""
+    ua, ub = _halves(op.inputs[0])
+    ya, yb = _halves(op.outputs[0])
+    delta_in, delta_out = _twice(ua - ub), _twice(ya - yb)
+    plain = _PLAIN_GRADS[op.type](op, grad)
+    return tf.where(tf.abs(delta_in) < _DEEPLIFT_EPS[0], plain, grad * delta_out / delta_in)
+
+
+def _rescale_max_pool(op: Any, grad: Any) -> Any:
+    """Captum's max-pool rule; TensorFlow's MaxPoolGrad scatters to each sample's argmax."""
+    u, y = op.inputs[0], op.outputs[0]
+    attrs = {k: op.get_attr(k) for k in ("ksize", "strides", "padding", "data_format")}
+    if attrs["padding"] == b"EXPLICIT":
+        attrs["explicit_paddings"] = op.get_attr("explicit_paddings")
+
+    def scatter(g: Any) -> Any:
+        return tf.raw_ops.MaxPoolGrad(orig_input=u, orig_output=y, grad=g, **attrs)
+
+    ua, ub = _halves(u)
+    ya, yb = _halves(y)
+    top = tf.maximum(ya, yb)
+    spread_a, spread_b = _halves(scatter(grad * tf.concat([top - yb, ya - top], axis=0)))
+    delta_in = _twice(ua - ub)
+    rescaled = _twice(spread_a + spread_b) / delta_in
+    return tf.where(tf.abs(delta_in) < _DEEPLIFT_EPS[0], scatter(grad), rescaled)
+
+
+def _register_deeplift() -> None:
+    for op_type, name in _DEEPLIFT.items():
+        with contextlib.suppress(KeyError):  # registered already (the registry is global)
+            tf.RegisterGradient(name)(_rescale_max_pool if op_type == "MaxPool" else _rescale)
+
+
+_register_deeplift()
+
+
+@contextlib.contextmanager
+def deeplift_override(eps: float, counts: dict[str, int] | None = None) -> Iterator[None]:
+    """Inside a tf.function trace: the nonlinearity ops created in the block backpropagate
+    DeepLift multipliers over the doubled batch ``[x; baseline]``.
+
+    On leaving the block every covered op must carry the override (CapabilityError otherwise,
+    e.g. for one inside an RNN's loop); the ``Relu6`` of hard_sigmoid/hard_silu keeps its
+    ordinary gradient. ``counts["rescaled"]`` / ``counts["max_pools"]`` get the numbers tagged.
+    """
+    _DEEPLIFT_EPS[0] = eps
+    graph = tf.compat.v1.get_default_graph()
+    start = len(graph.get_operations())
+    with graph.gradient_override_map(_DEEPLIFT):
+        yield
+    ops = graph.get_operations()[start:]
+    for op in ops:
+        if _in_hard_sigmoid(op):
+            op._clear_attr("_gradient_op_type")
+    covered = [op for op in ops if op.type in _DEEPLIFT and not _in_hard_sigmoid(op)]
+    if any(op.type in _CALL_OPS for op in ops) and _nested(graph, _DEEPLIFT):
+        _refuse_deeplift("a nonlinearity runs inside a nested function or control flow (an RNN)")
+    for op in covered:
+        if _tag(op) != _DEEPLIFT[op.type]:
+            _refuse_deeplift(f"op {op.name!r} was created outside the override")
+    if counts is not None:
+        counts["max_pools"] = sum(op.type == "MaxPool" for op in covered)
+        counts["rescaled"] = len(covered) - counts["max_pools"]
+
+
+def _tag(op: Any) -> str:
+    try:
+        return str(op.get_attr("_gradient_op_type").decode())
+    except ValueError:
+        return ""
+
+
+def _nested(graph: Any, types: Any) -> bool:
+    library = graph.as_graph_def().library
+    return any(node.op in types for f in library.function for node in f.node_def)
+
+
+def _refuse_deeplift(what: str) -> None:
+    raise CapabilityError(
+        f"deeplift cannot be applied exactly to this Keras model: {what}, where the rescale "
+        "rule cannot reach it. Use integrated_gradients (the path integral DeepLift "
+        "approximates) for this model"
+    )
