@@ -10,28 +10,44 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import numpy as np
 
+from innersight.core import validate
 from innersight.core.adapter import (
+    Capability,
     ModelAdapter,
     _as_array,
     check_input_array,
     is_dataset,
+    missing_capabilities,
     require_capabilities,
     shaped_layers,
 )
 from innersight.core.errors import (
+    CapabilityError,
     InnersightError,
     InputError,
     PluginError,
     TechniqueNotFoundError,
     did_you_mean,
 )
+from innersight.core.inputs import (
+    concat_values,
+    extra_arguments,
+    has_batch_axis,
+    input_kind,
+    is_native_tensor,
+    merge_meta,
+    pack_parameters,
+    unpack_values,
+)
+from innersight.core.inputspec import InputSpec, SeveralInputsAdapter
 from innersight.core.manager import PluginInfo, get_plugin_manager
 from innersight.core.metric import Evaluation, Metric
-from innersight.core.technique import Explanation, Technique
+from innersight.core.technique import COMMON_PARAMETERS, INPUT_KINDS, Explanation, Technique
 
 __all__ = ["clear_cache", "evaluate", "explain", "layers", "metrics", "techniques", "wrap"]
 
@@ -189,9 +205,10 @@ def check_params(technique: Technique, params: Mapping[str, Any]) -> None:
 def prepare_inputs(adapter: ModelAdapter, inputs: Any) -> np.ndarray:
     """A validated float32 batch; one sample without the batch axis gets one added.
 
-    Lists and other array-likes are converted first (torch/TensorFlow tensors are refused with
-    a message saying how to convert them); see :func:`~innersight.core.check_input_array` for
-    the dtype rule (floats only) and the shape, NaN/Inf and range checks.
+    Lists and other array-likes are converted first (a framework tensor the adapter does not
+    convert with ``from_native`` is refused with a message saying how to convert it); see
+    :func:`~innersight.core.check_input_array` for the dtype rule (floats only) and the shape,
+    NaN/Inf and range checks.
     """
     expected = adapter.input_shape
     arr = inputs if isinstance(inputs, np.ndarray) else _as_array(inputs)
@@ -200,17 +217,40 @@ def prepare_inputs(adapter: ModelAdapter, inputs: Any) -> np.ndarray:
     return check_input_array(arr, expected=expected)
 
 
-def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Explanation:
+RETURN_TYPES = ("numpy", "native")
+
+
+def explain(
+    technique: str,
+    model: Any,
+    inputs: Any = None,
+    *,
+    additional_forward_args: Any = None,
+    return_type: str = "numpy",
+    **params: Any,
+) -> Explanation:
     """Run a technique on a model and return its Explanation.
 
     Args:
         technique: a name from :func:`techniques`, e.g. ``"saliency"``.
         model: a native model or a ModelAdapter from :func:`wrap`.
-        inputs: numpy batch (N, H, W, C), channels last, floating point (float16/32/64; integer
-            and bool arrays are refused, since only you know their scaling), finite. One image
-            (H, W, C) gets the batch axis added when the model's input shape is known (Keras;
-            torch wrapped with ``input_shape=``). Techniques that generate their own images
-            (filter/class maximization) take none.
+        inputs: a batch, channels last: images (N, H, W, C), sequences (N, L, C) or tabular
+            rows (N, F), floating point (float16/32/64; integer arrays are refused, since only
+            you know their scaling, except (N, T) token ids for the techniques that take
+            ``"tokens"``), finite. One image (H, W, C) gets the batch axis added when the
+            model's input shape is known. A torch or TensorFlow tensor is taken as it is (the
+            adapter copies it; yours is never changed). A tuple of such batches is several
+            inputs (a model ``forward(a, b)``): ``values`` is then a tuple with one map per
+            input. Techniques that generate their own images (filter/class maximization) take
+            none. See ``docs/inputs.md``.
+        additional_forward_args: arguments passed to the model after the inputs and not
+            explained (Captum's ``additional_forward_args``): one object or a tuple. Arrays and
+            tensors whose first axis has N entries travel with their sample (the technique then
+            runs one sample at a time; a ``seed`` becomes ``seed + n`` for sample n); the
+            others are passed unchanged to every call. An api keyword, not a technique
+            parameter: every technique takes it.
+        return_type: ``"numpy"`` (default) or ``"native"``: the maps as tensors of the input's
+            own type and device (numpy inputs give numpy either way).
         **params: the technique's keyword parameters (see ``techniques()[name].parameters()``).
 
     Raises:
@@ -221,17 +261,46 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     """
     tech = get_technique(technique)
     check_params(tech, params)
+    validate.choice("return_type", return_type, RETURN_TYPES)
     adapter = wrap(model)
     require_capabilities(f"technique {tech.name!r}", tech.requires, adapter)
-    x: np.ndarray | None = None
-    if inputs is not None or tech.needs_inputs:
-        if inputs is None:
-            raise InputError(f"technique {tech.name!r} needs inputs: pass a batch (N, H, W, C)")
-        if tech.accepts_datasets and is_dataset(inputs):
-            x = inputs  # read batch by batch by the technique, which validates each batch
-        else:
-            x = prepare_inputs(adapter, inputs)
-            _ensure_shapes(adapter, x)  # plugins see output shapes in model.layers()
+    extras = extra_arguments(additional_forward_args)
+    if inputs is None or (tech.accepts_datasets and is_dataset(inputs)):
+        if extras:
+            raise InputError("additional_forward_args go with an array of inputs; pass inputs")
+        return _explain_plain(tech, adapter, _no_inputs(tech, inputs), params)
+    batch = _UserInputs.read(adapter, inputs)
+    if batch.kind not in tech.input_kinds and batch.kind in _KIND_ORDER and not batch.several:
+        _model_error_first(adapter, batch.parts[0])
+    _check_kind(tech, adapter, batch.kind)
+    if batch.given_tuple and not batch.several:  # (x,): a per-input (value,) is that value
+        params = {k: _only(v) if k in tech.per_input_parameters else v for k, v in params.items()}
+    if batch.several or extras or batch.kind == "tokens":
+        result = _explain_spec(tech, adapter, batch, extras, params)
+    else:
+        result = _explain_plain(tech, adapter, batch.parts[0], params)
+    if batch.given_tuple:
+        _as_tuple(result, batch)
+    if return_type == "native":
+        _to_native(adapter, result, batch)
+    return result
+
+
+def _only(value: Any) -> Any:
+    return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+
+def _no_inputs(tech: Technique, inputs: Any) -> Any:
+    """The inputs of a run without an array: None (generating techniques) or a data set."""
+    if inputs is None and tech.needs_inputs:
+        raise InputError(f"technique {tech.name!r} needs inputs: pass a batch (N, H, W, C)")
+    return inputs
+
+
+def _explain_plain(tech: Technique, adapter: ModelAdapter, x: Any, params: Any) -> Explanation:
+    """One run of ``tech`` on one batch (or none, or a data set) and the result checked."""
+    if isinstance(x, np.ndarray):
+        _ensure_shapes(adapter, x)  # plugins see output shapes in model.layers()
     t0 = time.perf_counter()
     result = _run(tech, adapter, x, params)
     elapsed = time.perf_counter() - t0
@@ -241,6 +310,246 @@ def explain(technique: str, model: Any, inputs: Any = None, **params: Any) -> Ex
     result.meta.setdefault("seconds", elapsed)
     result.meta.setdefault("versions", versions(adapter.backend))
     return result
+
+
+@dataclass(frozen=True)
+class _UserInputs:
+    """The user's inputs as validated numpy batches (one per input) and what they came as."""
+
+    parts: tuple[np.ndarray, ...]
+    natives: tuple[Any, ...]  # per input: the user's tensor, or None for numpy/array-likes
+    given_tuple: bool
+
+    @property
+    def several(self) -> bool:
+        return len(self.parts) > 1
+
+    @property
+    def kind(self) -> str | None:
+        return "several" if self.several else input_kind(self.parts[0])
+
+    @classmethod
+    def read(cls, adapter: ModelAdapter, inputs: Any) -> _UserInputs:
+        if not isinstance(inputs, tuple):
+            arr, native = _numpy_of(adapter, inputs)
+            return cls((_checked(adapter, arr, one=True),), (native,), False)
+        if not inputs:
+            raise InputError("inputs is an empty tuple; pass one batch, or a tuple of batches")
+        read = [_numpy_of(adapter, x) for x in inputs]
+        parts = tuple(_checked(adapter, a, one=len(read) == 1) for a, _ in read)
+        sizes = [len(p) for p in parts]
+        if len(set(sizes)) > 1:
+            raise InputError(
+                f"the {len(parts)} inputs have {', '.join(map(str, sizes))} samples; every "
+                "input needs one entry per sample (the same first axis)"
+            )
+        return cls(parts, tuple(n for _, n in read), True)
+
+    def sample(self, n: int) -> _UserInputs:
+        return _UserInputs(tuple(p[n : n + 1] for p in self.parts), self.natives, self.given_tuple)
+
+
+def _numpy_of(adapter: ModelAdapter, x: Any) -> tuple[Any, Any]:
+    """``x`` as numpy through the adapter's ``from_native`` when it is a framework tensor the
+    adapter takes; otherwise ``x`` itself (validated later) and no native."""
+    if not is_native_tensor(x):
+        return x, None
+    from_native = getattr(adapter, "from_native", None)
+    arr = from_native(x) if callable(from_native) else None
+    return (x, None) if arr is None else (np.asarray(arr), x)
+
+
+def _checked(adapter: ModelAdapter, x: Any, *, one: bool) -> np.ndarray:
+    """A validated copy: floats as float32 (the model's input shape checked for one input),
+    (N, T) integers (token ids) as they are."""
+    arr = x if isinstance(x, np.ndarray) else _as_array(x)
+    if arr.dtype.kind in "iu" and arr.ndim == 2 and arr.size:
+        return np.array(arr)
+    if not one:
+        return check_input_array(arr)
+    return prepare_inputs(adapter, arr)
+
+
+_KIND_NAMES = {
+    "image": "images (N, H, W, C)",
+    "sequence": "sequences (N, L, C)",
+    "tabular": "tabular rows (N, F)",
+    "tokens": "token ids (N, T) of an integer dtype",
+    "several": "several inputs (a tuple of batches)",
+}
+
+
+_KIND_ORDER = {k: i for i, k in enumerate(INPUT_KINDS)}
+
+
+def _model_error_first(adapter: ModelAdapter, x: np.ndarray) -> None:
+    """Run the model on the inputs a technique is about to refuse: when the model itself
+    rejects them (flattened images given to an image model), its InputError naming the shape
+    is the advice that works, not a list of techniques that take that kind."""
+    if x.dtype.kind not in "f":
+        return
+    try:
+        adapter.forward(x[:1])
+    except InnersightError:
+        adapter.forward(x)  # raises again, naming the shape the user passed
+
+
+def _check_kind(tech: Technique, adapter: ModelAdapter, kind: str | None) -> None:
+    """CapabilityError when ``tech`` does not declare the kind of input it was given, naming the
+    kinds it takes and the registered techniques that take this kind."""
+    if kind is None or kind in tech.input_kinds:
+        return
+    takers = sorted(
+        t.name for t in techniques().values() if kind in t.input_kinds and t.needs_inputs
+    )
+    kinds = sorted(tech.input_kinds, key=lambda k: (_KIND_ORDER.get(k, 99), k))
+    takes = ", ".join(_KIND_NAMES.get(k, k) for k in kinds) or "no inputs"
+    raise CapabilityError(
+        f"technique {tech.name!r} takes {takes}; got {_KIND_NAMES[kind]}. Techniques that take "
+        f"{kind} inputs: {', '.join(takers) or 'none registered'}{_kind_advice(adapter, kind)}"
+    )
+
+
+def _kind_advice(adapter: ModelAdapter, kind: str) -> str:
+    if kind == "tokens":
+        embeddings = [i.name for i in adapter.layers() if "embedding" in i.kind.lower()]
+        where = f"layer={embeddings[0]!r}" if embeddings else "layer=<the embedding layer>"
+        return (
+            f"; token ids are explained at the embedding layer: run one of them with {where} "
+            "(if these are numeric features, not token ids, convert them: x.astype(np.float32))"
+        )
+    if kind == "several":
+        return "; or explain one input at a time"
+    return ""
+
+
+def _several_inputs_adapter(adapter: ModelAdapter, spec: InputSpec) -> ModelAdapter:
+    """``adapter.with_inputs(spec)``; CapabilityError naming several_inputs when it has none."""
+    if str(Capability.SEVERAL_INPUTS) not in missing_capabilities(
+        [Capability.SEVERAL_INPUTS], adapter
+    ) and isinstance(adapter, SeveralInputsAdapter):
+        return adapter.with_inputs(spec)
+    what = "several inputs" if spec.count > 1 else "extra forward arguments or token ids"
+    raise CapabilityError(
+        f"{what} need the several_inputs capability, which the "
+        f"{getattr(adapter, 'backend', '?')} adapter for {getattr(adapter, 'name', '?')} does "
+        "not provide (no with_inputs); use the torch or Keras adapter (innersight.wrap), or "
+        "explain one float input without additional_forward_args"
+    )
+
+
+def _explain_spec(
+    tech: Technique,
+    adapter: ModelAdapter,
+    batch: _UserInputs,
+    extras: tuple[Any, ...],
+    params: dict[str, Any],
+) -> Explanation:
+    """Several inputs, extra forward arguments or token ids: through ``adapter.with_inputs``,
+    one sample at a time when an extra argument travels with its sample."""
+    n = len(batch.parts[0])
+    batched = tuple(has_batch_axis(a, n) for a in extras)
+    if not any(batched):
+        return _explain_derived(tech, adapter, batch, _ExtraArgs(extras, batched), params)
+    t0 = time.perf_counter()
+    seed = params.get("seed", COMMON_PARAMETERS["seed"].default)
+    results = []
+    for i in range(n):
+        args = tuple(a[i : i + 1] if b else a for a, b in zip(extras, batched, strict=True))
+        own = {**params, "seed": seed + i} if isinstance(seed, int) else params
+        results.append(
+            _explain_derived(tech, adapter, batch.sample(i), _ExtraArgs(args, batched), own)
+        )
+    return _joined(results, params, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class _ExtraArgs:
+    """The extra forward arguments of one derived adapter and which of them are batched."""
+
+    args: tuple[Any, ...]
+    batched: tuple[bool, ...]
+
+
+def _explain_derived(
+    tech: Technique,
+    adapter: ModelAdapter,
+    batch: _UserInputs,
+    extra: _ExtraArgs,
+    params: dict[str, Any],
+) -> Explanation:
+    """One run on the adapter derived for these inputs: packed when there are several."""
+    parts = batch.parts
+    spec = InputSpec(
+        shapes=tuple(tuple(int(d) for d in p.shape[1:]) for p in parts),
+        dtypes=tuple(p.dtype.name for p in parts),
+        extra_args=extra.args,
+        batched_extra=extra.batched,
+        packed=batch.several,
+    )
+    derived = _several_inputs_adapter(adapter, spec)
+    if not batch.several:
+        return _explain_plain(tech, derived, parts[0], params)
+    own = pack_parameters(params, tech.per_input_parameters, parts, spec)
+    result = _explain_plain(tech, derived, spec.pack(parts), own)
+    values = result.values
+    flat = isinstance(values, np.ndarray) and values.shape == (len(parts[0]), spec.width)
+    if result.kind == "heatmap" and flat:
+        how = result.params.get("reduce_channels")
+        result.values = unpack_values(np.asarray(values), spec, how)
+    result.inputs = parts
+    result.params.update({k: params[k] for k in tech.per_input_parameters if k in params})
+    result.meta["input_shapes"] = [list(shape) for shape in spec.shapes]
+    return result
+
+
+def _joined(results: list[Explanation], params: dict[str, Any], seconds: float) -> Explanation:
+    """Per-sample Explanations as one: values and inputs joined, meta merged."""
+    first = results[0]
+    inputs = [r.inputs for r in results]
+    joined = None if inputs[0] is None else concat_values(inputs)
+    meta = merge_meta([r.meta for r in results])
+    meta.update(seconds=seconds, per_sample_runs=len(results))
+    params_out = merge_meta([r.params for r in results])
+    params_out.update({k: v for k, v in params.items() if k in params_out})
+    return replace(
+        first,
+        values=concat_values([r.values for r in results]),
+        inputs=joined,
+        params=params_out,
+        meta=meta,
+    )
+
+
+def _as_tuple(result: Explanation, batch: _UserInputs) -> None:
+    """Tuple in, tuple out (as Captum): a one-element tuple of inputs gives a one-element tuple
+    of maps (several inputs already have one map per input)."""
+    if not batch.several and isinstance(result.values, np.ndarray):
+        result.values = (result.values,)
+        if isinstance(result.inputs, np.ndarray):
+            result.inputs = (result.inputs,)
+
+
+def _to_native(adapter: ModelAdapter, result: Explanation, batch: _UserInputs) -> None:
+    """``return_type="native"``: each input's map as a tensor like that input (numpy inputs
+    keep numpy maps)."""
+    to_native = getattr(adapter, "to_native", None)
+    values = result.values
+    if isinstance(values, tuple):
+        result.values = tuple(
+            _native(to_native, v, like) for v, like in zip(values, batch.natives, strict=True)
+        )
+    elif isinstance(values, np.ndarray):
+        result.values = _native(to_native, values, batch.natives[0])
+    elif any(n is not None for n in batch.natives):
+        raise InputError(
+            f"return_type='native' converts maps; technique {result.technique!r} returns "
+            f"{result.kind!r} values (a mapping): use return_type='numpy'"
+        )
+
+
+def _native(to_native: Any, values: np.ndarray, like: Any) -> Any:
+    return values if like is None or to_native is None else to_native(values, like=like)
 
 
 #: Adapters whose ``layers()`` already showed output shapes: they keep them (an adapter learns
@@ -338,6 +647,8 @@ def _check_result(tech: Technique, result: Any, x: np.ndarray | None) -> None:
         if not values:
             _bad_result(tech, "returned an Explanation with no values (an empty mapping)")
         items = [(f"values[{k!r}]", v) for k, v in values.items()]
+    elif isinstance(values, tuple):
+        items = [(f"values[{i}]", v) for i, v in enumerate(values)]
     else:
         items = [("values", values)]
     for where, v in items:
@@ -510,6 +821,12 @@ def _explanation_for(
             f"metric {metric.name!r} evaluates explanations of kind "
             f"{', '.join(sorted(metric.kinds))}; technique {explanation.technique!r} gave kind "
             f"{explanation.kind!r}: pick a heatmap technique (saliency, occlusion, grad_cam, ...)"
+        )
+    if isinstance(explanation.inputs, tuple):
+        raise InputError(
+            f"metric {metric.name!r} scores explanations of one input; this "
+            f"{explanation.technique!r} explanation has {len(explanation.inputs)} inputs (a "
+            "tuple), which metrics do not take yet: evaluate a model of one input"
         )
     if explanation.inputs is None:
         raise InputError(

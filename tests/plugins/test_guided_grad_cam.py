@@ -161,8 +161,9 @@ def test_vector_inputs_are_refused_with_advice():
     ).eval()
     x = np.random.default_rng(0).random((2, 6), dtype=np.float32)
     with pytest.raises(
-        ins.InputError,
-        match=r"guided_grad_cam explains images \(N, H, W, C\), got inputs of shape \(2, 6\); use input_x_gradient or guided_backprop",
+        ins.CapabilityError,
+        match=r"technique 'guided_grad_cam' takes images \(N, H, W, C\); got tabular rows "
+        r"\(N, F\)\. Techniques that take tabular inputs: .*guided_backprop",
     ):
         ins.explain("guided_grad_cam", model, x)
     assert ins.explain("guided_backprop", model, x, target=0).values.shape == (2, 6)

@@ -28,12 +28,19 @@ from tests.report import small_report
 
 PACKAGES = ("chromium", "chromium-driver")
 TITLE = "<script>document.title='pwned'</script> digits & co"
-# Opens every <details>, waits for every image to decode, and reports what the page holds.
+# Waits for the whole page (a loaded 2-core machine once returned from navigation with part of
+# a large report parsed), opens every <details>, waits for every image to decode, and reports
+# what the page holds.
 INSPECT = """
 const done = arguments[arguments.length - 1];
+const loaded = document.readyState === 'complete' ? Promise.resolve()
+  : new Promise(resolve => window.addEventListener('load', resolve, {once: true}));
+loaded.then(() => {
 document.querySelectorAll('details').forEach(d => { d.open = true; });
 const images = [...document.images];
-Promise.all(images.map(img => img.decode().then(() => null, err => String(err)))).then(errors => {
+return Promise.all(images.map(img => img.decode().then(() => null, err => String(err))))
+  .then(errors => ({images, errors}));
+}).then(({images, errors}) => {
   done({
     images: images.map((img, i) => ({
       alt: img.alt, width: img.naturalWidth, height: img.naturalHeight,

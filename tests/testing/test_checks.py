@@ -468,7 +468,7 @@ def test_check_adapter_lists_every_failure(ref):
     with pytest.raises(ConformanceError) as info:
         testing.check_adapter(bad)
     text = str(info.value)
-    assert text.startswith("the numpy adapter for reference_conv fails 5 of 10 conformance checks:")
+    assert text.startswith("the numpy adapter for reference_conv fails 6 of 11 conformance checks:")
     assert (
         "\n- check_gradients(relu='plain'): the gradient of Logit([0, 1, 2]) w.r.t. the input"
         in text
@@ -479,7 +479,7 @@ def test_check_adapter_lists_every_failure(ref):
         "\n- check_unknown_layer: layer_value_and_grad(x, Logit(0), 'no_such_layer') raised" in text
     )
     with pytest.raises(
-        ConformanceError, match=r"(?s)fails 6 of 11 .*check_matches_reference: gradient"
+        ConformanceError, match=r"(?s)fails 7 of 12 .*check_matches_reference: gradient"
     ):
         testing.check_adapter(bad, reference=ref)
 

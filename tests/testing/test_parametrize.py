@@ -57,7 +57,7 @@ def failed_in_check_adapter(adapter, **options) -> set[str]:
 def test_ids_name_the_adapter_and_the_check():
     decorator = testing.parametrize_with_checks({"numpy": reference_model})
     assert decorator.mark.kwargs["ids"] == [f"numpy-{name}" for name in NAMES]
-    assert len(NAMES) == len(set(NAMES)) == 11
+    assert len(NAMES) == len(set(NAMES)) == 12
 
 
 def test_adapters_are_built_on_first_use_and_once():
@@ -89,7 +89,8 @@ def test_each_check_fails_on_its_own_as_in_check_adapter():
         testing.parametrize_with_checks({"bad": lambda: testing.AdapterCase(bad, x, reference=ref)})
     )
     failed = {k.removeprefix("bad-") for k, v in results.items() if v.startswith("failed")}
-    assert failed == {"check_gradients", "check_matches_reference"}
+    # the derived adapters of check_with_inputs do not negate: they disagree with the adapter
+    assert failed == {"check_gradients", "check_matches_reference", "check_with_inputs"}
     assert failed == failed_in_check_adapter(bad, x=x, reference=ref)
     assert results["bad-check_gradients"].startswith(
         "failed: check_gradients(relu='plain'): the gradient of Logit([0, 1, 2]) w.r.t. the "
@@ -116,6 +117,7 @@ def test_checks_that_do_not_apply_are_skipped_with_the_reason():
         "fwd-check_gradients(guided)",
         "fwd-check_layer_gradients",
         "fwd-check_matches_reference",
+        "fwd-check_with_inputs",
     ]
     assert all(v == "passed" for k, v in results.items() if k not in skipped)
 
@@ -123,7 +125,7 @@ def test_checks_that_do_not_apply_are_skipped_with_the_reason():
 def test_check_adapter_runs_the_same_checks():
     """check_adapter counts the checks that apply: the parametrized ones that do not skip."""
     bad = NegatedGradients(reference_model().network)
-    with pytest.raises(ConformanceError, match=r"fails 1 of 10 conformance checks"):
+    with pytest.raises(ConformanceError, match=r"fails 2 of 11 conformance checks"):
         testing.check_adapter(bad)
 
 
@@ -149,7 +151,7 @@ def test_conformance(adapter, check):
 def test_a_pytest_run_shows_one_test_per_check(pytester):
     pytester.makepyfile(test_backend=PLUGIN_TESTS)
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-rfs")
-    result.assert_outcomes(passed=19, failed=1, skipped=2)
+    result.assert_outcomes(passed=20, failed=2, skipped=2)
     result.stdout.fnmatch_lines(
         [
             "E * check_gradients(relu='plain'): the gradient of Logit([[]0, 1, 2[]]) w.r.t. *",

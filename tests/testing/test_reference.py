@@ -272,6 +272,7 @@ def test_adapter_protocol_and_layers(conv):
         "input_gradients",
         "layer_gradients",
         "relu_override",
+        "several_inputs",
     }
     infos = conv.layers()
     assert [i.name for i in infos] == [name for name, _ in SMALL_NET_LAYOUT]
@@ -304,8 +305,10 @@ def test_inputs_are_validated_and_never_mutated(conv):
 
 
 def test_factories_reject_bad_arguments():
-    with pytest.raises(InputError, match="'mlp' is unknown"):
-        reference_model("mlp")
+    with pytest.raises(InputError, match="'resnet' is unknown"):
+        reference_model("resnet")
+    with pytest.raises(InputError, match=r"takes \(T,\) token ids"):
+        reference_model("tokens", input_shape=(4, 2))
     with pytest.raises(InputError, match="too small"):
         reference_model(input_shape=(6, 6, 1))
     with pytest.raises(InputError, match="no 'fc2/kernel'"):

@@ -32,6 +32,10 @@ from innersight.core.technique import Explanation, Technique
 from innersight.report.presets import preset_context, preset_params
 
 T = TypeVar("T")
+Inputs = np.ndarray | tuple[np.ndarray, ...]
+
+#: The .npz names the image reader picks among several arrays (loading.images).
+IMAGE_KEYS = ("inputs", "images", "x")
 
 __all__ = ["add_parser", "run"]
 
@@ -130,22 +134,23 @@ def _requested_params(
 
 
 def _full_params(
-    tech: Technique, adapter: Any, x: np.ndarray | None, requested: dict[str, Any]
+    tech: Technique, adapter: Any, x: Inputs | None, requested: dict[str, Any]
 ) -> dict[str, Any]:
     """The technique's ``"full"`` preset (its defaults, bounded for the size of the model and
     the inputs) under the parameters asked for on the command line."""
-    ctx = preset_context("full", adapter, x)
+    # several inputs: no probe of the model with one of them (presets then see no sample)
+    ctx = preset_context("full", adapter, x if isinstance(x, np.ndarray) else None)
     return preset_params(tech, ctx, requested)
 
 
 def _explain(
-    tech: Technique, adapter: Any, x: np.ndarray | None, params: dict[str, Any]
+    tech: Technique, adapter: Any, x: Inputs | None, params: dict[str, Any]
 ) -> Explanation:
     """``innersight.explain``; a torch shape error gets the command-line remedy added."""
     return _with_remedy(adapter, x, lambda: ins.explain(tech.name, adapter, x, **params))
 
 
-def _with_remedy(adapter: Any, x: np.ndarray | None, action: Callable[[], T]) -> T:
+def _with_remedy(adapter: Any, x: Inputs | None, action: Callable[[], T]) -> T:
     """``action()``; an InputError from running a model that declares no input size on inputs
     it does not take gets the command-line remedy (--input-shape) added."""
     try:
@@ -155,14 +160,17 @@ def _with_remedy(adapter: Any, x: np.ndarray | None, action: Callable[[], T]) ->
             raise
         raise InputError(
             f"{err}. On the command line: {adapter.backend} model {adapter.name} declares no "
-            f"input size, and the inputs were read as {x.shape[1:]}; pass --input-shape H,W,C "
-            "and they are resized and converted to it"
+            f"input size, and the inputs were read as {_first(x).shape[1:]}; pass "
+            "--input-shape H,W,C and they are resized and converted to it"
         ) from err
 
 
-def _inputs(args: argparse.Namespace, adapter: Any) -> tuple[np.ndarray | None, list[str]]:
+def _inputs(args: argparse.Namespace, adapter: Any) -> tuple[Inputs | None, list[str]]:
     if not args.inputs:
         return None, []
+    raw = _raw_arrays([Path(p) for p in args.inputs], adapter)
+    if raw is not None:
+        return raw
     from innersight.loading import read_inputs
 
     size = channels = None
@@ -179,9 +187,53 @@ def _inputs(args: argparse.Namespace, adapter: Any) -> tuple[np.ndarray | None, 
     )
 
 
+def _raw_arrays(files: list[Path], adapter: Any) -> tuple[Inputs, list[str]] | None:
+    """``.npy``/``.npz`` inputs that are not images, as they are (no resizing or scaling):
+    arrays of any rank when the model declares an input shape that is not (H, W, C) or the
+    arrays are not of rank 2..4, and ``.npz`` files with several arrays (several inputs, in the
+    file's key order). None when the image reader applies (image files, image arrays)."""
+    if not files or any(f.suffix.lower() not in (".npy", ".npz") or not f.is_file() for f in files):
+        return None
+    loaded = [_load_arrays(f) for f in files]
+    declared = adapter.input_shape
+    other_rank = declared is not None and len(declared) != 3
+    if not (other_rank or any(len(t) > 1 or t[0].ndim not in (2, 3, 4) for t in loaded)):
+        return None
+    counts = sorted({len(t) for t in loaded})
+    if len(counts) > 1:
+        raise InputError(
+            f"the array files hold {' and '.join(map(str, counts))} arrays; give every file the "
+            "same inputs (one array per model input, in the same order)"
+        )
+    parts = tuple(np.concatenate([t[i] for t in loaded]) for i in range(counts[0]))
+    names = [f"{f.stem}_{i}" for f, t in zip(files, loaded, strict=True) for i in range(len(t[0]))]
+    return (parts if len(parts) > 1 else parts[0]), names
+
+
+def _load_arrays(path: Path) -> tuple[np.ndarray, ...]:
+    """The arrays of a .npy (one) or .npz (all, in key order; only the image key when one of
+    the image reader's names is there)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                keys = [k for k in data.files if k in IMAGE_KEYS][:1] or list(data.files)
+                arrays = tuple(np.asarray(data[k]) for k in keys)
+        else:
+            arrays = (np.asarray(data),)
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"could not read array file {str(path)!r} ({err})") from err
+    if not arrays or any(a.ndim < 2 or a.dtype.kind not in "fiu" for a in arrays):
+        raise InputError(
+            f"{str(path)!r} holds {[(a.shape, str(a.dtype)) for a in arrays]}; expected batches "
+            "of numbers with the batch axis first, (N, ...)"
+        )
+    return arrays
+
+
 def _jobs(
-    tech: Technique, x: np.ndarray | None, names: list[str], params: dict[str, Any]
-) -> list[tuple[str, np.ndarray | None, dict[str, Any]]]:
+    tech: Technique, x: Inputs | None, names: list[str], params: dict[str, Any]
+) -> list[tuple[str, Inputs | None, dict[str, Any]]]:
     """One run per input (a per-input ``target`` list is split among them), except for
     techniques without inputs or that describe the whole set (embeddings): one run, named after
     the technique."""
@@ -190,18 +242,25 @@ def _jobs(
     if tech.accepts_datasets:
         return [(tech.name, x, params)]
     target = params.get("target")
-    if isinstance(target, (list, tuple)) and len(target) not in (1, len(x)):
+    n = len(_first(x))
+    if isinstance(target, (list, tuple)) and len(target) not in (1, n):
         raise InputError(
-            f"--target has {len(target)} classes for {len(x)} inputs; give one class, or one per "
+            f"--target has {len(target)} classes for {n} inputs; give one class, or one per "
             "input in order"
         )
-    jobs: list[tuple[str, np.ndarray | None, dict[str, Any]]] = []
+    jobs: list[tuple[str, Inputs | None, dict[str, Any]]] = []
     for i, name in enumerate(names):
         pi = dict(params)
         if isinstance(target, (list, tuple)):
             pi["target"] = target[i if len(target) > 1 else 0]
-        jobs.append((name, x[i : i + 1], pi))
+        xi = tuple(p[i : i + 1] for p in x) if isinstance(x, tuple) else x[i : i + 1]
+        jobs.append((name, xi, pi))
     return jobs
+
+
+def _first(x: Inputs) -> np.ndarray:
+    """The first input of several (what presets and messages describe), or the one."""
+    return x[0] if isinstance(x, tuple) else x
 
 
 def _target_text(text: str, classes: list[str] | None) -> str:

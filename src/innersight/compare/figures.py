@@ -8,6 +8,7 @@ precision. Column titles need Pillow and are left out without it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,7 +87,7 @@ def _inputs_rgb(x: np.ndarray) -> np.ndarray:
 
 def _heatmap_rows(c: Comparison, limit: int) -> tuple[list[list[np.ndarray]], list[str]]:
     va, vb = np.asarray(c.a.values), np.asarray(c.b.values)
-    x = c.a.inputs
+    x = c.a.inputs if isinstance(c.a.inputs, np.ndarray) else None
     show_x = x is not None and x.ndim == 4 and x.shape[1:3] == _flat(va[0]).shape
     rows = []
     for i in range(min(limit, len(va))):
@@ -98,11 +99,19 @@ def _heatmap_rows(c: Comparison, limit: int) -> tuple[list[list[np.ndarray]], li
     return rows, (["input", *headers] if show_x else headers)
 
 
+def _layer_values(ex: Any) -> Mapping[str, np.ndarray]:
+    """The per-layer values of a layer-grid explanation (a mapping by kind)."""
+    values = ex.values
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{ex.technique}: a layer grid holds a mapping of layers")
+    return values
+
+
 def _grid_rows(c: Comparison, index: int) -> tuple[list[list[np.ndarray]], list[str]]:
     rows = []
     for la, lb in c.layer_pairs:
-        a = np.asarray(c.a.values[la])[index]
-        b = np.asarray(c.b.values[lb])[index]
+        a = np.asarray(_layer_values(c.a)[la])[index]
+        b = np.asarray(_layer_values(c.b)[lb])[index]
         k = min(CHANNELS_SHOWN, a.shape[-1]) if a.ndim == 3 else 0
         panels = [_pair_colours(a[..., j], b[..., j]) for j in range(k)] or [_pair_colours(a, b)]
         cells = [tile([p[col] for p in panels], per_row=len(panels), gap=1) for col in range(3)]

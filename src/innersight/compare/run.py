@@ -215,11 +215,19 @@ def _check_shapes(what: str, va: np.ndarray, vb: np.ndarray) -> None:
         )
 
 
+def _grid(ex: Explanation) -> dict[str, np.ndarray]:
+    """A layer grid's values, layer by layer."""
+    values = ex.values
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{ex.technique}: a layer grid holds a mapping of layers")
+    return dict(values)
+
+
 def _rows(
     ex_a: Explanation, ex_b: Explanation, translate: LayerTranslator
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     if ex_a.kind == "layer_grid":
-        grid_a, grid_b = dict(ex_a.values), dict(ex_b.values)
+        grid_a, grid_b = _grid(ex_a), _grid(ex_b)
         pairs = [
             (la, lb)
             for la in grid_a

@@ -7,7 +7,7 @@ Plugins import from here::
 
 from __future__ import annotations
 
-from innersight.core import baselines, objectives, presets, targets, validate
+from innersight.core import baselines, lrp, objectives, presets, targets, validate
 from innersight.core.adapter import (
     LOGITS,
     BaseAdapter,
@@ -29,6 +29,7 @@ from innersight.core.adapter import (
 )
 from innersight.core.baselines import gaussian_blur, resolve_baseline
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
+from innersight.core.deeplift import DeepLiftAdapter
 from innersight.core.errors import (
     BackendNotFoundError,
     CapabilityError,
@@ -43,13 +44,22 @@ from innersight.core.errors import (
     PluginLoadError,
     TechniqueNotFoundError,
 )
+from innersight.core.inputs import input_kind
+from innersight.core.inputspec import InputSpec, NativeTensorAdapter, SeveralInputsAdapter
+from innersight.core.lrp import LrpAdapter
 from innersight.core.manager import get_plugin_manager
 from innersight.core.markers import hookimpl, hookspec
+from innersight.core.override import (
+    LayerOverrideAdapter,
+    has_layer_override,
+    layer_override_adapter,
+)
 from innersight.core.presets import PROFILES, PresetContext
 from innersight.core.render import Renderer
 from innersight.core.targets import Targets, resolve_targets
 from innersight.core.technique import (
     COMMON_PARAMETERS,
+    INPUT_KINDS,
     Explanation,
     Technique,
     check_reduction,
@@ -59,6 +69,7 @@ from innersight.core.technique import (
 
 __all__ = [
     "COMMON_PARAMETERS",
+    "INPUT_KINDS",
     "LOGITS",
     "PROFILES",
     "BackendNotFoundError",
@@ -67,16 +78,21 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "CroppedForwardAdapter",
+    "DeepLiftAdapter",
     "Explanation",
     "ForwardResult",
     "InnersightError",
     "InnersightWarning",
     "InputError",
+    "InputSpec",
     "LayerGradientAdapter",
     "LayerInfo",
     "LayerNotFoundError",
+    "LayerOverrideAdapter",
+    "LrpAdapter",
     "MissingDependencyError",
     "ModelAdapter",
+    "NativeTensorAdapter",
     "ObjectiveError",
     "PluginConflictError",
     "PluginError",
@@ -85,6 +101,7 @@ __all__ = [
     "Progress",
     "ProgressArg",
     "Renderer",
+    "SeveralInputsAdapter",
     "Targets",
     "Technique",
     "TechniqueNotFoundError",
@@ -95,12 +112,16 @@ __all__ = [
     "check_reduction",
     "gaussian_blur",
     "get_plugin_manager",
+    "has_layer_override",
     "hookimpl",
     "hookspec",
+    "input_kind",
     "input_tap",
     "is_dataset",
     "is_input_tap",
     "layer_gradient_adapter",
+    "layer_override_adapter",
+    "lrp",
     "missing_capabilities",
     "objectives",
     "presets",

@@ -258,8 +258,9 @@ def check_input_array(
 def _as_array(x: Any) -> np.ndarray:
     if hasattr(x, "detach") or hasattr(x, "numpy"):
         raise InputError(
-            f"inputs must be a numpy array, got {type(x).__name__}; "
-            "convert with .detach().cpu().numpy() (torch) or .numpy() (TensorFlow), "
+            f"inputs must be a numpy array, got {type(x).__name__}, a tensor that is not "
+            "converted here (innersight.explain converts the torch and Keras adapters' own "
+            "tensors); convert with .detach().cpu().numpy() (torch) or .numpy() (TensorFlow), "
             "in channels-last (N, H, W, C) layout"
         )
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from innersight.core.errors import InputError
+from innersight.core.errors import InnersightError, InputError
 
 if TYPE_CHECKING:
     from innersight.core.technique import Explanation
@@ -31,6 +31,7 @@ __all__ = [
     "normalise",
     "png_bytes",
     "render",
+    "side_by_side",
     "tile",
     "to_uint8",
 ]
@@ -52,7 +53,12 @@ def render(explanation: Explanation, renderer: Renderer, **options: Any) -> np.n
 
     Plain numpy: the renderer registered for a kind is looked up by the plugin manager
     (``get_plugin_manager().renderer(kind)``), as ``Explanation.to_image`` does.
+
+    An explanation of several inputs (a tuple of maps) is drawn one panel per input, side by
+    side (each input rendered as :meth:`Explanation.part` gives it).
     """
+    if isinstance(explanation.values, tuple):
+        return _render_parts(explanation, renderer, **options)
     image = np.asarray(renderer.render(explanation, **options))
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError(
@@ -60,6 +66,35 @@ def render(explanation: Explanation, renderer: Renderer, **options: Any) -> np.n
             "a renderer must return an (H, W, 3) uint8 array"
         )
     return image
+
+
+def _render_parts(explanation: Explanation, renderer: Renderer, **options: Any) -> np.ndarray:
+    """One panel per input, side by side; InputError naming the input that cannot be drawn
+    and how to render or read one input alone."""
+    panels = []
+    count = len(explanation.values)
+    for i in range(count):
+        try:
+            panels.append(render(explanation.part(i), renderer, **options))
+        except InnersightError as err:
+            raise InputError(
+                f"cannot render input {i} of this {explanation.technique!r} explanation of "
+                f"{count} inputs ({err}); render one input that can be drawn with "
+                "ex.part(j).to_image(), or read its map as ex.values[j]"
+            ) from err
+    return side_by_side(panels)
+
+
+def side_by_side(images: list[np.ndarray], *, gap: int = 4, fill: int = 255) -> np.ndarray:
+    """(h_i, w_i, 3) uint8 images in one row, top-aligned, the shorter ones padded below."""
+    height = max(img.shape[0] for img in images)
+    width = sum(img.shape[1] for img in images) + gap * (len(images) - 1)
+    out = np.full((height, width, 3), fill, np.uint8)
+    left = 0
+    for img in images:
+        out[: img.shape[0], left : left + img.shape[1]] = img
+        left += img.shape[1] + gap
+    return out
 
 
 def normalise(maps: np.ndarray, policy: str = "per_map") -> np.ndarray:

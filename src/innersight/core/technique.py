@@ -18,10 +18,19 @@ if TYPE_CHECKING:
     from innersight.core.adapter import ModelAdapter
     from innersight.core.presets import PresetContext
 
-__all__ = ["COMMON_PARAMETERS", "Explanation", "Technique", "Values", "resolve_target"]
+__all__ = [
+    "COMMON_PARAMETERS",
+    "INPUT_KINDS",
+    "Explanation",
+    "Technique",
+    "Values",
+    "resolve_target",
+]
 
-Values = np.ndarray | dict[str, np.ndarray]
+Values = np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]
 KINDS = ("heatmap", "layer_grid", "image_set", "embedding")
+#: Every input kind a technique may declare in :attr:`Technique.input_kinds`.
+INPUT_KINDS = ("image", "sequence", "tabular", "tokens", "several")
 
 
 #: Parameters every technique accepts, with the same meaning everywhere. A technique that
@@ -43,7 +52,9 @@ class Technique:
     Subclasses set ``name`` (snake_case), ``summary`` and ``requires`` (capabilities) and
     implement ``explain(model, inputs, *, ...)`` with keyword-only, typed, defaulted parameters:
     the CLI and the report read them from the signature. ``model`` is a ModelAdapter and
-    ``inputs`` a validated float32 channels-last batch. Never import a framework here.
+    ``inputs`` a validated float32 channels-last batch of a kind in :attr:`input_kinds`
+    (several inputs arrive packed as (N, D) rows, token ids as their integers, both with an
+    adapter derived for them). Never import a framework here.
 
     What front ends need beyond ``explain`` is owned here too, so that a third-party technique
     behaves in reports and comparisons exactly as a built-in does: :meth:`presets` (parameter
@@ -63,6 +74,21 @@ class Technique:
     #: Sort key of the technique's section in reports and comparisons (then the name);
     #: built-ins use 10..100, so a plugin's 1000 comes after them.
     order: ClassVar[int] = 1000
+    #: The kinds of input ``explain`` handles (:data:`INPUT_KINDS`): ``"image"`` (N, H, W, C)
+    #: floats, ``"sequence"`` (N, L, C) floats, ``"tabular"`` (N, F) floats, ``"tokens"``
+    #: (N, T) integer ids (reaching the model unchanged; layer techniques attribute at an
+    #: embedding layer), ``"several"`` (a tuple of inputs, which ``innersight.explain`` packs
+    #: side by side into one (N, D) float batch and unpacks into one map per input).
+    #: ``innersight.explain`` refuses the other kinds with a CapabilityError naming the
+    #: techniques that take them.
+    input_kinds: ClassVar[frozenset[str]] = frozenset({"image", "sequence", "tabular"})
+    #: Parameters whose tuple value gives one value per input when several inputs are
+    #: explained (``baseline=(0.0, "mean")``, ``feature_mask=(mask_a, mask_b)``). Each element
+    #: is resolved for its own input (a name containing "baseline" through
+    #: :func:`~innersight.core.baselines.resolve_baseline`; arrays broadcast to that input's
+    #: sample or batch shape) and packed like the inputs; a single value applies to every
+    #: input. Only meaningful with ``"several"`` in :attr:`input_kinds`.
+    per_input_parameters: ClassVar[tuple[str, ...]] = ()
 
     # Declared with ``*args``/``**params`` so that subclasses' keyword-only signatures
     # (``explain(self, model, inputs, *, target=None, ...)``) are valid overrides.
@@ -134,8 +160,10 @@ class Explanation:
         technique: name of the technique that produced it.
         kind: picks the renderer: ``heatmap`` (N, H, W) or (N, H, W, C); ``layer_grid``
             (a mapping layer -> (N, H, W, C)); ``image_set`` (K, H, W, C); ``embedding`` (N, 2).
-        values: raw numbers, never pre-normalised.
-        inputs: the (validated, copied) inputs, or None for techniques that generate images.
+        values: raw numbers, never pre-normalised. Several inputs (a tuple) give a tuple of
+            maps, one per input in that input's shape (:meth:`part` picks one).
+        inputs: the (validated, copied) inputs, a tuple of them for several inputs, or None for
+            techniques that generate images.
         params: the parameters the technique ran with.
         meta: backend, model, layer, target, seed, versions, timings, technique-specific facts.
     """
@@ -143,14 +171,35 @@ class Explanation:
     technique: str
     kind: str
     values: Values
-    inputs: np.ndarray | None = None
+    inputs: np.ndarray | tuple[np.ndarray, ...] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         if isinstance(self.values, dict):
             return len(next(iter(self.values.values()))) if self.values else 0
+        if isinstance(self.values, tuple):
+            return int(np.shape(self.values[0])[0]) if self.values else 0
         return int(np.shape(self.values)[0])
+
+    @property
+    def several(self) -> bool:
+        """True when the values are a tuple: one map per input of a several-input model."""
+        return isinstance(self.values, tuple)
+
+    def part(self, i: int) -> Explanation:
+        """The Explanation of input ``i`` alone (its map and its inputs), for an explanation of
+        several inputs: ``ex.part(1).to_image()`` renders the second input's map."""
+        if not isinstance(self.values, tuple):
+            raise InputError(
+                f"part({i}) picks one input of an explanation of several inputs; this "
+                f"{self.technique!r} explanation has one input: use it as it is"
+            )
+        if not -len(self.values) <= i < len(self.values):
+            raise InputError(f"part({i}): this explanation has {len(self.values)} inputs")
+        inputs = self.inputs[i] if isinstance(self.inputs, tuple) else self.inputs
+        meta = {**self.meta, "input_index": i % len(self.values)}
+        return Explanation(self.technique, self.kind, self.values[i], inputs, self.params, meta)
 
     # -- rendering --------------------------------------------------------------------------
     def to_image(self, **options: Any) -> np.ndarray:
@@ -196,6 +245,8 @@ class Explanation:
         values = self.values
         if isinstance(values, Mapping):
             shapes = ", ".join(f"{k}: {np.shape(v)}" for k, v in values.items())
+        elif isinstance(values, tuple):
+            shapes = "(" + ", ".join(str(np.shape(v)) for v in values) + ")"
         else:
             shapes = str(np.shape(values))
         where = " ".join(str(self.meta[k]) for k in ("backend", "model") if k in self.meta)
@@ -221,7 +272,9 @@ class Explanation:
             path.write_bytes(png_bytes(self.to_image(**options)))
         elif suffix == ".npz":
             arrays = _flatten_values(self.values)
-            if self.inputs is not None:
+            if isinstance(self.inputs, tuple):
+                arrays.update({f"inputs#{i}": x for i, x in enumerate(self.inputs)})
+            elif self.inputs is not None:
                 arrays["inputs"] = self.inputs
             arrays["__meta__"] = np.frombuffer(self._header().encode(), dtype=np.uint8)
             np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
@@ -257,9 +310,13 @@ class Explanation:
         with np.load(Path(path), allow_pickle=False) as data:
             header = json.loads(bytes(data["__meta__"]).decode())
             arrays = {k: data[k] for k in data.files if k != "__meta__"}
-        inputs = arrays.pop("inputs", None)
+        inputs: np.ndarray | tuple[np.ndarray, ...] | None = arrays.pop("inputs", None)
+        if "inputs#0" in arrays:
+            inputs = _numbered(arrays, "inputs#")
         if "values" in arrays:
             values: Values = arrays["values"]
+        elif "values#0" in arrays:
+            values = _numbered(arrays, "values#")
         else:
             values = {k[len("values/") :]: v for k, v in arrays.items() if k.startswith("values/")}
             values = {k: values[k] for k in header.get("value_keys", values)}
@@ -284,7 +341,17 @@ class Explanation:
 def _flatten_values(values: Values) -> dict[str, np.ndarray]:
     if isinstance(values, Mapping):
         return {f"values/{k}": np.asarray(v) for k, v in values.items()}
+    if isinstance(values, tuple):
+        return {f"values#{i}": np.asarray(v) for i, v in enumerate(values)}
     return {"values": np.asarray(values)}
+
+
+def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> tuple[np.ndarray, ...]:
+    """``prefix0``, ``prefix1``, ... popped from ``arrays`` as a tuple (several inputs)."""
+    out: list[np.ndarray] = []
+    while f"{prefix}{len(out)}" in arrays:
+        out.append(arrays.pop(f"{prefix}{len(out)}"))
+    return tuple(out)
 
 
 def to_jsonable(obj: Any) -> Any:

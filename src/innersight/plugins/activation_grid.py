@@ -120,6 +120,7 @@ class ActivationGrid(Technique):
     name = "activation_grid"
     summary = "Every channel of the spatial layers worth seeing as an image grid (one forward)."
     requires = frozenset({"forward", "layer_taps"})
+    input_kinds = frozenset({"image"})
     order = 10
 
     def explain(

@@ -123,6 +123,7 @@ class ClassMaximization(Technique):
     name = "class_maximization"
     summary = "An image the model scores as each class (gradient ascent on the logit, L2 prior)."
     requires = frozenset({"input_gradients"})
+    input_kinds = frozenset({"image"})
     order = 90
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Deconvolution(Technique):
     name = "deconvolution"
     summary = "Signed gradient through ReLUs that pass only positive gradient (deconvnet)."
     requires = frozenset({"input_gradients", "relu_override"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 32
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

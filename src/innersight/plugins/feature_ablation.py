@@ -41,6 +41,8 @@ class FeatureAblation(Technique):
     name = "feature_ablation"
     summary = "Drop in the target score when each feature group (grid cell, superpixel) is hidden."
     requires = frozenset({"forward"})
+    input_kinds = frozenset({"image", "tabular", "several"})
+    per_input_parameters = ("baseline", "feature_mask")
     order = 62
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

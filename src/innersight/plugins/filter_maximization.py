@@ -80,6 +80,7 @@ class FilterMaximization(Technique):
     name = "filter_maximization"
     summary = "The input pattern that most excites each filter of a layer (gradient ascent)."
     requires = frozenset({"input_gradients", "layer_taps"})
+    input_kinds = frozenset({"image"})
     order = 80
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

@@ -187,6 +187,7 @@ class GradCAM(Technique):
     name = "grad_cam"
     summary = "Layer activations weighted by their pooled gradients (Grad-CAM), upsampled."
     requires = frozenset({"layer_gradients"})
+    input_kinds = frozenset({"image"})
     order = 70
 
     def explain(

@@ -51,6 +51,7 @@ class GradCAMPlusPlus(Technique):
     name = "grad_cam_plus_plus"
     summary = "Grad-CAM with pixel-wise weighted positive gradients (Grad-CAM++), upsampled."
     requires = frozenset({"layer_gradients"})
+    input_kinds = frozenset({"image"})
     order = 74
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

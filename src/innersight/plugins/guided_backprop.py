@@ -68,6 +68,7 @@ class GuidedBackprop(Technique):
     name = "guided_backprop"
     summary = "Signed gradient through ReLUs that pass only positive signal (guided backprop)."
     requires = frozenset({"input_gradients", "relu_override"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 30
 
     def explain(

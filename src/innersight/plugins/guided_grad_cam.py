@@ -94,6 +94,7 @@ class GuidedGradCAM(Technique):
     name = "guided_grad_cam"
     summary = "Guided backprop times the upsampled Grad-CAM map (sharp and class-specific)."
     requires = frozenset({"input_gradients", "relu_override", "layer_gradients"})
+    input_kinds = frozenset({"image"})
     order = 72
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

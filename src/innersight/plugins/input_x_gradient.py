@@ -33,6 +33,7 @@ class InputXGradient(Technique):
     name = "input_x_gradient"
     summary = "Input times the gradient of the target score (signed attributions)."
     requires = frozenset({"input_gradients"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 22
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

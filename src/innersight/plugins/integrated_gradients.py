@@ -370,6 +370,8 @@ class IntegratedGradients(Technique):
     name = "integrated_gradients"
     summary = "Gradients integrated along the path from a baseline to the input (signed)."
     requires = frozenset({"input_gradients"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
+    per_input_parameters = ("baseline",)
     order = 50
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

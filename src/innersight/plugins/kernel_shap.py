@@ -72,6 +72,8 @@ class KernelShap(Technique):
     name = "kernel_shap"
     summary = "Shapley values of feature groups (grid cells, superpixels) by KernelSHAP regression."
     requires = frozenset({"forward"})
+    input_kinds = frozenset({"image", "tabular", "several"})
+    per_input_parameters = ("baseline", "feature_mask")
     order = 64
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

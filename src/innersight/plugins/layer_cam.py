@@ -32,6 +32,7 @@ class LayerCAM(Technique):
     name = "layer_cam"
     summary = "Activations weighted by their positive gradients, pixel by pixel (Layer-CAM)."
     requires = frozenset({"layer_gradients"})
+    input_kinds = frozenset({"image"})
     order = 77
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class Lime(Technique):
     name = "lime"
     summary = "Weights of a local sparse linear model of the target score over feature groups."
     requires = frozenset({"forward"})
+    input_kinds = frozenset({"image", "tabular", "several"})
+    per_input_parameters = ("baseline", "feature_mask")
     order = 66
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

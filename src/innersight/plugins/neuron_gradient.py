@@ -61,6 +61,7 @@ class NeuronGradient(Technique):
     name = "neuron_gradient"
     summary = "The gradient of one neuron (unit) of a layer with respect to the input."
     requires = frozenset({"input_gradients", "layer_taps"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 86
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

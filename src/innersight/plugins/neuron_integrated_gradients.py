@@ -55,6 +55,8 @@ class NeuronIntegratedGradients(Technique):
     name = "neuron_integrated_gradients"
     summary = "Integrated gradients of one neuron (unit) of a layer, from a baseline."
     requires = frozenset({"input_gradients", "layer_taps"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
+    per_input_parameters = ("baseline",)
     order = 87
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

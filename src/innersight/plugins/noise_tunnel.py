@@ -129,6 +129,7 @@ class NoiseTunnel(Technique):
     name = "noise_tunnel"
     summary = "Any attribution averaged over noisy copies: SmoothGrad, SmoothGrad², VarGrad."
     requires = frozenset({"forward"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 45
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

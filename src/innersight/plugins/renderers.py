@@ -47,7 +47,7 @@ class HeatmapRenderer(Renderer):
         policy = normalise or ("symmetric" if signed else "per_map")
         colours = to_uint8(colorize(normalise_maps(maps, policy), signed=policy == "symmetric"))
         panels = []
-        inputs = explanation.inputs
+        inputs = explanation.inputs if isinstance(explanation.inputs, np.ndarray) else None
         shown = display_inputs(inputs) if inputs is not None and inputs.ndim == 4 else None
         for i, heat in enumerate(colours):
             row = [heat]
@@ -292,7 +292,8 @@ class EmbeddingRenderer(Renderer):
             if len(classes) <= 30:  # beyond, a legend would hide the map
                 ax.legend(markerscale=2, fontsize="small", loc="best")
         if explanation.params.get("thumbnails", False) if thumbnails is None else thumbnails:
-            draw_thumbnails(ax, points, explanation.inputs, colours, max_thumbnails)
+            inputs = explanation.inputs if isinstance(explanation.inputs, np.ndarray) else None
+            draw_thumbnails(ax, points, inputs, colours, max_thumbnails)
         ax.set_title(f"{explanation.technique} ({explanation.params.get('method', '')})")
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ class Saliency(Technique):
     name = "saliency"
     summary = "Absolute gradient of the target class score w.r.t. each input pixel."
     requires = frozenset({"input_gradients"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 20
 
     def explain(

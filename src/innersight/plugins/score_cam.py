@@ -69,6 +69,7 @@ class ScoreCAM(Technique):
     name = "score_cam"
     summary = "Activation maps as input masks, weighted by the target's score (Score-CAM)."
     requires = frozenset({"forward", "layer_taps"})
+    input_kinds = frozenset({"image"})
     order = 76
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

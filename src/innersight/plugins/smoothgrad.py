@@ -50,6 +50,7 @@ class SmoothGrad(Technique):
     name = "smoothgrad"
     summary = "Saliency averaged over noisy copies of each input (SmoothGrad)."
     requires = frozenset({"input_gradients"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
     order = 40
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

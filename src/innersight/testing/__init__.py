@@ -12,6 +12,8 @@ reference adapter (no framework needed)::
     testing.check_technique(MyTechnique(), testing.reference_model(), x, target=0)
     report = testing.check_all_techniques(adapter, x)  # {name: "passed" | "skipped: ..."}
     testing.check_train_mode_preserved(model.train(), x, technique="saliency")
+    testing.check_several_inputs(adapter, (a, b), lambda a, b: model(a, b))  # tuple inputs
+    testing.check_native_inputs(adapter, tensor)       # tensors in and out, left unchanged
 
 Every ``check_*`` returns None on success and raises :class:`ConformanceError` (an
 ``AssertionError``) with a message that says what was expected, what came back and where.
@@ -29,6 +31,11 @@ from innersight.testing.checks_adapter import (
     check_unknown_layer,
 )
 from innersight.testing.checks_gradients import check_gradients, check_layer_gradients
+from innersight.testing.checks_inputs import (
+    check_native_inputs,
+    check_several_inputs,
+    check_with_inputs,
+)
 from innersight.testing.checks_metric import check_metric
 from innersight.testing.checks_reference import check_matches_reference
 from innersight.testing.checks_state import (
@@ -69,12 +76,15 @@ __all__ = [
     "check_layers",
     "check_matches_reference",
     "check_metric",
+    "check_native_inputs",
     "check_protocol",
+    "check_several_inputs",
     "check_state_preserved",
     "check_taps",
     "check_technique",
     "check_train_mode_preserved",
     "check_unknown_layer",
+    "check_with_inputs",
     "default_injector",
     "diff",
     "keras_injector",

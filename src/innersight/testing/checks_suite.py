@@ -28,6 +28,7 @@ from innersight.testing.checks_adapter import (
     check_unknown_layer,
 )
 from innersight.testing.checks_gradients import check_gradients, check_layer_gradients
+from innersight.testing.checks_inputs import check_with_inputs
 from innersight.testing.checks_reference import check_matches_reference
 from innersight.testing.checks_state import Injector, check_state_preserved
 
@@ -190,6 +191,11 @@ ADAPTER_CHECKS: tuple[AdapterCheck, ...] = (
     ),
     AdapterCheck(
         "check_inputs_not_mutated", lambda c: check_inputs_not_mutated(c.adapter, c.inputs)
+    ),
+    AdapterCheck(
+        "check_with_inputs",
+        lambda c: check_with_inputs(c.adapter, c.inputs),
+        frozenset({"several_inputs", "input_gradients"}),
     ),
     AdapterCheck("check_state_preserved", _state),
     AdapterCheck("check_matches_reference", _reference, needs_reference=True),

@@ -33,6 +33,7 @@ from innersight.core.adapter import (
     is_input_tap,
 )
 from innersight.core.errors import InputError, LayerNotFoundError, ObjectiveError, did_you_mean
+from innersight.core.inputspec import InputSpec
 from innersight.core.objectives import (
     Channel,
     Logit,
@@ -86,16 +87,29 @@ class ReferenceNetwork:
         name: a display name.
         aliases: per layer name, other names of its output (containers, innermost first), as
             ``LayerInfo.aliases`` reports them; e.g. ``{"relu2": ("block2", "stage2")}``.
+        parts: a network of several inputs: each input's sample shape. The layers then run on
+            their packed row (each input flattened channels-last, side by side, as
+            :class:`~innersight.core.inputspec.InputSpec` packs them), ``input_shape`` is
+            ``(width,)``, and :meth:`__call__` takes the inputs separately.
     """
 
     def __init__(
         self,
         layers: Sequence[Layer],
-        input_shape: Sequence[int],
+        input_shape: Sequence[int] | None = None,
         name: str = "reference",
         aliases: Mapping[str, Sequence[str]] | None = None,
+        *,
+        parts: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.layers: tuple[Layer, ...] = tuple(layers)
+        self.parts: tuple[tuple[int, ...], ...] | None = (
+            None if parts is None else tuple(tuple(int(d) for d in p) for p in parts)
+        )
+        if self.parts is not None:
+            input_shape = (sum(int(np.prod(p)) for p in self.parts),)
+        if input_shape is None:
+            raise InputError("a reference network needs input_shape (or parts)")
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in input_shape)
         self.name = name
         names = [layer.name for layer in self.layers]
@@ -117,6 +131,18 @@ class ReferenceNetwork:
             shape = layer.output_shape(shape)
             shapes.append(shape)
         self.output_shapes: tuple[tuple[int, ...], ...] = tuple(shapes)
+
+    def __call__(self, *inputs: Any) -> np.ndarray:
+        """The outputs for the inputs given separately (one per part, then extra arguments
+        that scale the network input, as :meth:`ReferenceAdapter.with_inputs` documents)."""
+        count = 1 if self.parts is None else len(self.parts)
+        xs, extra = inputs[:count], inputs[count:]
+        n = len(xs[0])
+        row = np.concatenate([np.asarray(x, np.float64).reshape(n, -1) for x in xs], axis=1)
+        row = row.reshape((n, *self.input_shape))
+        for arg in extra:
+            row = row * np.asarray(arg, np.float64)
+        return self.run(row)[0][-1]
 
     @property
     def logits_index(self) -> int:
@@ -225,6 +251,7 @@ class ReferenceAdapter(BaseAdapter):
             Capability.INPUT_GRADIENTS,
             Capability.LAYER_GRADIENTS,
             Capability.RELU_OVERRIDE,
+            Capability.SEVERAL_INPUTS,
         }
     )
 
@@ -315,7 +342,7 @@ class ReferenceAdapter(BaseAdapter):
         return taps
 
     def forward(self, x: np.ndarray, *, taps: Iterable[str] = ()) -> ForwardResult:
-        x64 = self.check_input(x).astype(np.float64)
+        x64, _ = self.network_input(x)
         names = self.check_taps(taps)
         outs, _ = self.network.run(x64)
         acts = {name: self._tap(name, x64, outs).astype(np.float32) for name in names}
@@ -334,11 +361,52 @@ class ReferenceAdapter(BaseAdapter):
         self, x: np.ndarray, objective: Objective, *, relu: str = "plain"
     ) -> tuple[np.ndarray, np.ndarray]:
         self.check_relu(relu)
-        x64 = self.check_input(x).astype(np.float64)
+        x64, scale = self.network_input(x)
         self._check_objective(objective)
         values, grads, _ = self.network.value_and_grad(x64, objective, relu)
         self._report(objective, relu)
+        grads = self.input_grads(grads, scale, np.shape(x))
         return values.astype(np.float32), grads.astype(np.float32)
+
+    # -- inputs: one batch here; several inputs, extra arguments, tensors in reference_inputs --
+    def network_input(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """The float64 batch the network runs on and the scale the extra arguments apply to
+        it (None here: a plain adapter has none; see :meth:`with_inputs`)."""
+        return self.check_input(x).astype(np.float64), None
+
+    def input_grads(
+        self, grads: np.ndarray, scale: np.ndarray | None, shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """Gradients w.r.t. the network input -> w.r.t. what the caller passed."""
+        return grads
+
+    def with_inputs(self, spec: InputSpec) -> ReferenceAdapter:
+        """The adapter for the batch ``spec`` describes (the ``several_inputs`` capability).
+
+        Packed specs take ``(N, width)`` rows of the network's ``parts``; ``packed=False``
+        takes ``(N, *input_shape)`` (integers for a network starting with an
+        :class:`~innersight.testing.reference_layers.Embedding`). Extra arguments scale the
+        network input: each must be a number or an array broadcasting against the network
+        input's batch ``(N, *input_shape)``, e.g. ``(N, 1)`` for rows; a batched one is
+        repeated along its batch axis of length 1. So ``F(x, s) = net(s * x)`` and the input
+        gradient is ``s * net'(s * x)``, closed forms for tests.
+        """
+        from innersight.testing.reference_inputs import DerivedReferenceAdapter
+
+        return DerivedReferenceAdapter(self.network, spec)
+
+    def from_native(self, x: Any) -> np.ndarray | None:
+        """A :class:`~innersight.testing.reference_inputs.ReferenceTensor` (the stand-in
+        framework tensor) as numpy channels-last; None for anything else."""
+        from innersight.testing.reference_inputs import from_reference_tensor
+
+        return from_reference_tensor(x)
+
+    def to_native(self, values: np.ndarray, like: Any) -> Any:
+        """``values`` as a ReferenceTensor laid out like ``like`` (channels first)."""
+        from innersight.testing.reference_inputs import to_reference_tensor
+
+        return to_reference_tensor(values, like)
 
     def _report(self, objective: Objective, relu: str) -> None:
         if relu == "plain":
@@ -356,7 +424,7 @@ class ReferenceAdapter(BaseAdapter):
         The gradient is zero when the objective reads a layer that comes before ``layer``.
         """
         self.check_relu(relu)
-        x64 = self.check_input(x).astype(np.float64)
+        x64, _ = self.network_input(x)
         self._check_objective(objective)
         self.layer_info(layer)
         values, grads, acts = self.network.value_and_grad(

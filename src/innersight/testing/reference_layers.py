@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "Conv2D",
     "Dense",
+    "Embedding",
     "Flatten",
     "GlobalAvgPool2D",
     "Layer",
@@ -254,3 +255,36 @@ class Softmax(Layer):
     def backward(self, grad: np.ndarray, cache: Any, relu: str = "plain") -> np.ndarray:
         y = cache
         return np.asarray(y * (grad - (grad * y).sum(axis=-1, keepdims=True)))
+
+
+class Embedding(Layer):
+    """Token ids (N, T) -> vectors (N, T, D): rows of ``table`` (V, D), as torch's nn.Embedding
+    and Keras' Embedding. Ids are integers (they travel as float64 inside the reference); no
+    gradient flows into them (the backward pass returns zeros)."""
+
+    kind = "Embedding"
+
+    def __init__(self, name: str, table: Any) -> None:
+        super().__init__(name)
+        self.table = _weights(table, 2, f"{name}/embeddings")
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return {"embeddings": self.table}
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if len(in_shape) != 1:
+            raise ValueError(f"{self.name}: an embedding takes (T,) token ids, got {in_shape}")
+        return (in_shape[0], self.table.shape[1])
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        ids = np.rint(x).astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.table)):
+            raise ValueError(
+                f"{self.name}: token ids must be in 0..{len(self.table) - 1}, got "
+                f"{ids.min()}..{ids.max()}"
+            )
+        return self.table[ids], x.shape
+
+    def backward(self, grad: np.ndarray, cache: Any, relu: str = "plain") -> np.ndarray:
+        return np.zeros(cache)
