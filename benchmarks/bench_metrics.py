@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import cases
 import torch  # noqa: F401  (torch before tensorflow)
-from timing import Row, bracketed, machine
+from timing import Row, bracketed, floor_batches, machine
 
 import innersight as ins
 from innersight.api import evaluate
@@ -39,14 +39,13 @@ def deletion(nets: dict[str, object], floor: dict[str, tuple[float, int]]) -> li
     rows = []
     for backend, model in nets.items():
         ex = ins.explain("saliency", model, x, target=0)
-        batch = floor[backend][1]
         timed = bracketed(
             lambda model=model, ex=ex: evaluate("deletion", model, ex, steps=STEPS),
             cases.forward(backend, model),
-            batch,
+            floor_batches(floor[backend][1]),
             n,
         )
-        note = f"{n} masked forwards; floor at batch {batch}"
+        note = f"{n} masked forwards"
         rows.append(timed.row(f"deletion {STEPS} steps, 1 image", backend, 1.10, note))
     return rows
 

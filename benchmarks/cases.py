@@ -11,6 +11,7 @@ from timing import (
     Row,
     best_throughput,
     bracketed,
+    floor_batches,
     interleaved,
     keras_forward,
     median_time,
@@ -81,9 +82,9 @@ def occlusion(nets: dict[str, object], floor: dict[str, tuple[float, int]]) -> l
         def run(model: object = model) -> object:
             return ins.explain("occlusion", model, x, target=0, window=15, stride=8, progress=False)
 
-        timed = bracketed(run, forward(backend, model), floor[backend][1], n)
+        timed = bracketed(run, forward(backend, model), floor_batches(floor[backend][1]), n)
         batch = run().meta["batch_size"]
-        note = f"{n} forwards, chunks of {batch}; floor at batch {floor[backend][1]}"
+        note = f"{n} forwards, chunks of {batch}"
         rows.append(timed.row("occlusion 15x15/8, 1 image", backend, 1.10, note))
         rows.append(planner(model, x, backend))
     rows.extend(_captum_occlusion(nets["torch"], x, floor["torch"][1]))
@@ -170,7 +171,9 @@ def _captum_occlusion(model: object, x: np.ndarray, batch: int) -> list[Row]:
     best = min(
         (median_time(lambda ppe=ppe: run(ppe), repeats=1), ppe) for ppe in (1, 8, 16, 32, 64)
     )
-    timed = bracketed(lambda: run(best[1]), forward("torch", model), batch, n, rounds=2)
+    timed = bracketed(
+        lambda: run(best[1]), forward("torch", model), floor_batches(batch), n, rounds=2
+    )
     note = f"{n} forwards (no edge windows), perturbations_per_eval={best[1]}"
     return [timed.row("captum Occlusion (best perturbations_per_eval)", "torch", None, note)]
 
@@ -178,7 +181,7 @@ def _captum_occlusion(model: object, x: np.ndarray, batch: int) -> list[Row]:
 def saliency(nets: dict[str, object]) -> list[Row]:
     """Saliency of one image against the fastest plain forward+backward w.r.t. the input, and
     against the adapter's own ``value_and_grad`` (what ``explain`` adds per call), interleaved
-    call by call (15 rounds) so that a change of load hits every function alike."""
+    call by call (40 rounds) so that a change of load hits every function alike."""
     from innersight.core import objectives
 
     x = image()
@@ -192,7 +195,7 @@ def saliency(nets: dict[str, object]) -> list[Row]:
             "adapter": lambda a=adapter, o=logit: a.value_and_grad(x, o),
             **refs,
         }
-        med = interleaved(fns, rounds=15)
+        med = interleaved(fns, rounds=40)
         ref = next(iter(refs))
         others = "; ".join(f"{k} {med[k] * 1e3:.2f} ms" for k in refs if k != ref)
         rows.append(

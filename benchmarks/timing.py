@@ -138,12 +138,24 @@ def per_image(forward: Callable[[np.ndarray], object], batch: int, images: int =
     return (time.perf_counter() - t0) / (reps * batch)
 
 
+#: Batch sizes whose floor is always timed besides the best of the throughput scan: the scan
+#: runs once, and on a shared machine its pick can be a size that a load spike favoured.
+FLOOR_BATCHES = (8, 16)
+
+
+def floor_batches(best: int) -> tuple[int, ...]:
+    """The batch sizes a bracketed floor is timed at: the scan's best and :data:`FLOOR_BATCHES`."""
+    return tuple(sorted({best, *FLOOR_BATCHES}))
+
+
 @dataclass
 class Bracketed:
     """Per-round times of a call and of its floor, timed right around it."""
 
     seconds: list[float] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
+    #: the batch size whose forward gave each round's floor
+    floor_batch: list[int] = field(default_factory=list)
 
     @property
     def ratios(self) -> list[float]:
@@ -152,6 +164,8 @@ class Bracketed:
     def row(self, case: str, backend: str, goal: float | None, notes: str = "") -> Row:
         """A table row: median time, median floor, the median of the per-round ratios."""
         rounds = ", ".join(f"{r:.2f}" for r in self.ratios)
+        if self.floor_batch:
+            notes = f"{notes}; floor at batch {', '.join(map(str, self.floor_batch))}"
         return Row(
             case,
             backend,
@@ -167,24 +181,29 @@ class Bracketed:
 def bracketed(
     run: Callable[[], object],
     forward: Callable[[np.ndarray], object],
-    batch: int,
+    batch: int | tuple[int, ...],
     images: int,
     rounds: int = 3,
 ) -> Bracketed:
-    """Times ``run()`` against its floor, ``images`` forwards of ``forward`` at ``batch``.
+    """Times ``run()`` against its floor, ``images`` forwards of ``forward`` at the fastest
+    of the batch sizes ``batch``.
 
-    The floor of each round is timed right before and right after ``run()`` and the faster
-    kept: on a shared machine the load changes within seconds, and a floor measured minutes
-    earlier would compare two different machines. One untimed ``run()`` comes first.
+    The floor of each round is timed right before and right after ``run()`` (at every size)
+    and the fastest kept: on a shared machine the load changes within seconds, and a floor
+    measured minutes earlier would compare two different machines. One untimed ``run()``
+    comes first.
     """
+    batches = (batch,) if isinstance(batch, int) else batch
     run()
     out = Bracketed()
     for _ in range(rounds):
-        before = per_image(forward, batch)
+        before = {b: per_image(forward, b) for b in batches}
         t0 = time.perf_counter()
         run()
         out.seconds.append(time.perf_counter() - t0)
-        out.floor.append(images * min(before, per_image(forward, batch)))
+        best = min((min(before[b], per_image(forward, b)), b) for b in batches)
+        out.floor.append(images * best[0])
+        out.floor_batch.append(best[1])
     return out
 
 

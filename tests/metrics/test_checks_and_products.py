@@ -85,8 +85,10 @@ def test_the_report_section_holds_the_table_and_the_curves(digits_torch, digits)
     sub = ins.explain("saliency", digits_torch, x[:2])
     direct = evaluate("deletion", digits_torch, sub, steps=25).summary()
     cell = section.cells[("saliency", "deletion")]
-    assert cell.n == 2 and cell.mean == pytest.approx(direct["mean"], rel=1e-9)
-    assert cell.std == pytest.approx(direct["std"], rel=1e-9)
+    # the same computation, but the batch planner may cut the two runs into other chunks,
+    # and float32 scores of other batch sizes differ in the last bits
+    assert cell.n == 2 and cell.mean == pytest.approx(direct["mean"], rel=1e-6)
+    assert cell.std == pytest.approx(direct["std"], rel=1e-6)
     assert section.rows()[0][1] == f"{direct['mean']:.3g} ± {direct['std']:.2g}"
     assert section.header() == ["technique", "deletion ↓", "insertion ↑"]
     assert set(section.curves) == {"deletion", "insertion"}

@@ -182,6 +182,41 @@ def test_completeness_holds_in_expectation(torch_small, images):
     assert np.all(standard_error > 0)
 
 
+@pytest.mark.parametrize("stdevs", [0.0, 0.05])
+def test_completeness_scores_each_input_and_baseline_once(
+    stdevs, torch_small, distribution, images, monkeypatch
+):
+    """``meta["completeness"]`` needs score(x_k) - score(b_k) per copy. Without noise x_k is
+    the input itself, so the N inputs and the B baselines are each scored once (9 rows here),
+    not once per copy (2 x 24 rows): the score differences are still those of the draws made,
+    recomputed here from one forward of the inputs and one of the baselines."""
+    samples, seed = 6, 3
+    adapter = ins.wrap(torch_small)
+    rows: list[int] = []
+    plain_forward = adapter.forward
+
+    def counting(x, *args, **kwargs):
+        if ins.LOGITS in (kwargs.get("taps") or ()):
+            rows.append(len(x))
+        return plain_forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(adapter, "forward", counting)
+    ex = GradientShap().run(adapter, images, baseline=distribution, target=TARGETS,
+                            n_samples=samples, stdevs=stdevs, seed=seed, batch_size=5,
+                            progress=False)  # fmt: skip
+    monkeypatch.undo()
+    owner, d = all_draws(4, samples, seed, len(distribution), stdevs)
+    assert sum(rows) <= len(images) + len(distribution) + (len(owner) if stdevs else 0)
+    logits_x = adapter.forward(images[owner] + d.noise).outputs.astype(np.float64)
+    logits_b = adapter.forward(distribution).outputs.astype(np.float64)[d.pick]
+    classes = np.asarray(TARGETS)[owner]
+    per_copy = logits_x[np.arange(len(owner)), classes] - logits_b[np.arange(len(owner)), classes]
+    expected = per_copy.reshape(4, samples).mean(axis=1)
+    got = np.array([c["score_diff"] for c in ex.meta["completeness"]])
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_torch_and_keras_agree(torch_small, keras_small, distribution, images):
     kw = {"baseline": distribution, "n_samples": 6, "stdevs": 0.05, "progress": False}
     t = ins.explain("gradient_shap", torch_small, images, **kw).values
@@ -251,3 +286,19 @@ def test_listed_with_its_order_and_bounded_presets(torch_small):
     for profile, samples in (("report", 10), ("quick", 8)):
         assert tech.presets(PresetContext(profile, adapter)) == {"n_samples": samples}
     assert tech.presets(PresetContext("full", adapter)) == {}
+
+
+def test_several_inputs_with_one_baseline_each_is_the_closed_form():
+    """Two inputs (a tuple) of the linear reference model F = W_a . a + W_b . b + c, one
+    baseline per input: the gradient is W everywhere, so every draw gives (x - b) * W."""
+    from innersight.testing import reference_model
+
+    shapes = ((3, 3, 2), (4,))
+    model = reference_model("linear", input_shapes=shapes, num_classes=3, seed=1)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((3, *s)).astype(np.float32) for s in shapes)
+    ex = ins.explain("gradient_shap", model, (a, b), target=2, baseline=(0.5, -1.0),
+                     n_samples=4, progress=False)  # fmt: skip
+    w = model.network.layers[-1].kernel[:, 2]
+    np.testing.assert_allclose(ex.values[0], (a - 0.5) * w[:18].reshape(shapes[0]), rtol=1e-5)
+    np.testing.assert_allclose(ex.values[1], (b + 1.0) * w[18:], rtol=1e-5)

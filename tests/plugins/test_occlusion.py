@@ -400,10 +400,16 @@ def test_the_advice_of_the_messages_works(images, small_weights):
 
 def test_error_for_non_image_inputs_and_bad_target(small_weights, images):
     vector = ReferenceAdapter(ReferenceNetwork([Dense("fc", np.ones((10, 2)), np.zeros(2))], (10,)))
+    rows = np.ones((2, 10), np.float32)
     with pytest.raises(
-        ins.InputError, match=r"needs a batch of images \(N, H, W, C\), got shape \(2, 10\)"
+        ins.CapabilityError,
+        match=r"technique 'occlusion' takes images \(N, H, W, C\); got tabular rows \(N, F\)\. "
+        r"Techniques that take tabular inputs: .*feature_ablation",
     ):
-        explain(vector, np.ones((2, 10), np.float32))
+        explain(vector, rows)
+    # the advice works: feature_ablation (occlusion of single features) runs on the rows
+    ablated = ins.explain("feature_ablation", vector, rows, target=0, progress=False)
+    np.testing.assert_allclose(ablated.values, rows, rtol=1e-6)  # score drop of x_i * 1
     model = ReferenceAdapter.from_weights(small_weights)
     with pytest.raises(ins.ObjectiveError, match="target 7 is out of range: valid values are 0..2"):
         explain(model, images, window=5, stride=4, target=7)

@@ -4,7 +4,9 @@ Perturbation and optimisation techniques run many forwards. They hand their work
 :meth:`BatchPlanner.map`, which splits it into chunks that fit the memory budget and, with
 ``batch_size="auto"``, picks the fastest chunk size by timing the first real chunks (no extra
 forwards are spent on probing: each candidate size runs twice, and its second, warm call is
-timed) and remembers the answer per model and input shape. On CPUs bigger batches are not
+timed) and remembers the answer per model and input shape. A call whose work runs out before
+every candidate was timed leaves its probe to the next call with the same key, which resumes
+it: a short first call does not fix the size for every later one. On CPUs bigger batches are not
 always faster, so no fixed size is right for every model.
 """
 
@@ -82,9 +84,12 @@ class BatchPlanner:
         budget_bytes: peak working-set budget for one chunk (default :func:`default_budget`).
         max_batch: upper bound on any chunk.
         candidates: chunk sizes tried by ``batch_size="auto"``.
+        timed_calls: warm calls timed per candidate (the fastest counts): 2 or more resist a
+            load spike on a shared machine, at the price of a longer probe.
     """
 
-    _cache: OrderedDict[Hashable, int] = OrderedDict()
+    #: key -> the chosen size, or the probe of a call that ran out of work before it finished
+    _cache: OrderedDict[Hashable, int | _Probe] = OrderedDict()
     _cache_size = 256
     _lock = threading.Lock()
 
@@ -94,10 +99,12 @@ class BatchPlanner:
         *,
         max_batch: int = 64,
         candidates: Sequence[int] = (8, 16, 32, 64),
+        timed_calls: int = 1,
     ) -> None:
         self.budget_bytes = default_budget() if budget_bytes is None else int(budget_bytes)
         self.max_batch = int(max_batch)
         self.candidates = tuple(int(c) for c in candidates)
+        self.timed_calls = max(1, int(timed_calls))
 
     def fit(self, per_sample: int) -> int:
         """The largest batch whose working set stays within the budget (at least 1)."""
@@ -119,8 +126,7 @@ class BatchPlanner:
         ``fn`` must return an array whose first axis has ``stop - start`` entries.
         """
         cap = self.fit(per_sample)
-        chosen = self._fixed_size(batch_size, cap) or self._lookup(key)
-        probe = None if chosen else _Probe([c for c in self.candidates if c <= cap] or [cap])
+        chosen, probe = self._plan(batch_size, cap, key)
         size = min(chosen or cap, cap)
         results: list[np.ndarray] = []
         start = 0
@@ -129,13 +135,33 @@ class BatchPlanner:
                 if probe is not None and probe.done:
                     size, probe = probe.best(), None
                     self._store(key, size)
-                stop = min(total, start + (size if probe is None else probe.size))
+                step = size if probe is None else probe.step(total - start)
+                stop = min(total, start + step)
                 results.append(self._chunk(fn, start, stop, probe))
                 bar.update(stop - start)
                 start = stop
-        if probe is not None and probe.timings:
-            self._store(key, probe.best())
+        if probe is not None:  # out of work mid-probe: the next call with this key resumes it
+            self._store(key, probe.best() if probe.done else probe)
         return np.concatenate(results, axis=0)
+
+    def _plan(
+        self, batch_size: int | str, cap: int, key: Hashable
+    ) -> tuple[int | None, _Probe | None]:
+        """``(size, None)`` for a fixed or remembered size, else ``(None, probe)``: the
+        unfinished probe of an earlier call with this key (resumed), or a fresh one."""
+        fixed = self._fixed_size(batch_size, cap)
+        if fixed:
+            return fixed, None
+        found = self._lookup(key)
+        if isinstance(found, int):
+            return found, None
+        if found is not None and found.limit(cap):
+            return None, found
+        if found is not None and found.timings:  # no size left under this budget
+            self._store(key, found.best())
+            return found.best(), None
+        sizes = [c for c in self.candidates if c <= cap] or [cap]
+        return None, _Probe(sizes, timed=self.timed_calls)
 
     @staticmethod
     def _chunk(
@@ -164,17 +190,21 @@ class BatchPlanner:
         return int(batch_size)
 
     @classmethod
-    def _lookup(cls, key: Hashable) -> int | None:
+    def _lookup(cls, key: Hashable) -> int | _Probe | None:
+        """The size remembered for ``key``, or its unfinished probe (taken out: one caller
+        resumes it; a concurrent caller starts its own)."""
         if key is None:
             return None
         with cls._lock:
-            size = cls._cache.get(key)
-            if size is not None:
+            found = cls._cache.get(key)
+            if isinstance(found, _Probe):
+                del cls._cache[key]
+            elif found is not None:
                 cls._cache.move_to_end(key)
-            return size
+            return found
 
     @classmethod
-    def _store(cls, key: Hashable, size: int) -> None:
+    def _store(cls, key: Hashable, size: int | _Probe) -> None:
         if key is None:
             return
         with cls._lock:
@@ -191,7 +221,8 @@ class BatchPlanner:
 
 class _Probe:
     """Times candidate chunk sizes with the real work: each size runs twice and only the
-    second, warm call counts (the first call of a new batch shape pays for oneDNN primitive
+    second, warm call counts (``timed`` warm calls, the fastest counting, where asked; the
+    first call of a new batch shape pays for oneDNN primitive
     creation, tracing and first-touch allocations: timing it favoured whichever size came
     first). Sizes go in ascending order; probing stops at the first size that is
     :attr:`SLOWER` times slower per item than the best so far (per-item time is U-shaped in
@@ -201,8 +232,9 @@ class _Probe:
     #: A size this much slower per item than the best so far ends the probing.
     SLOWER = 1.3
 
-    def __init__(self, sizes: Sequence[int]) -> None:
+    def __init__(self, sizes: Sequence[int], timed: int = 1) -> None:
         self.sizes = sorted(set(sizes))
+        self.timed = timed  # warm calls timed per size; the fastest counts
         self.timings: dict[int, float] = {}  # size -> seconds per item, warm
         self._runs = 0  # calls of the current size so far
 
@@ -214,6 +246,20 @@ class _Probe:
     def size(self) -> int:
         return self.sizes[0]
 
+    def step(self, remaining: int) -> int:
+        """The next chunk's size: the size being timed when ``remaining`` items hold a whole
+        chunk of it, else the best size so far (a short chunk would teach nothing, and the
+        next call resumes the probe: calls of the same work keep the same chunks)."""
+        return self.size if self.size <= remaining else self.best()
+
+    def limit(self, cap: int) -> bool:
+        """Drop the sizes above ``cap`` (a smaller budget); False when none is left to try."""
+        kept = [s for s in self.sizes if s <= cap]
+        if kept[:1] != self.sizes[:1]:
+            self._runs = 0  # the size being timed was dropped
+        self.sizes = kept
+        return bool(kept)
+
     def record(self, items: int, seconds: float) -> None:
         """One chunk of ``items`` took ``seconds``; a short last chunk teaches nothing."""
         if self.done or items != self.size:
@@ -221,8 +267,10 @@ class _Probe:
         self._runs += 1
         if self._runs < 2:  # the warm-up call of this size
             return
-        per_item = seconds / items
+        per_item = min(seconds / items, self.timings.get(self.size, np.inf))
         self.timings[self.size] = per_item
+        if self._runs <= self.timed:
+            return
         self._runs = 0
         self.sizes.pop(0)
         if per_item > self.SLOWER * min(self.timings.values()):

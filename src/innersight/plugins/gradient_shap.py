@@ -35,9 +35,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from innersight.core import (
+    LOGITS,
     BatchPlanner,
     Explanation,
     InputError,
+    LayerNotFoundError,
     ModelAdapter,
     PresetContext,
     ProgressArg,
@@ -51,7 +53,7 @@ from innersight.core import (
 )
 from innersight.core import reduce_channels as reduce_channels_of
 from innersight.core.targets import TargetArg, Targets
-from innersight.plugins._gradients import completeness, copy_generator, target_scores
+from innersight.plugins._gradients import completeness, copy_generator
 from innersight.plugins._presets import only_set
 
 BaselineArg = float | str | np.ndarray
@@ -118,6 +120,8 @@ class GradientShap(Technique):
     summary = "Expected gradients over a baseline distribution (GradientShap, signed)."
     requires = frozenset({"input_gradients"})
     order = 55
+    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
+    per_input_parameters = ("baseline",)
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:
         """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
@@ -209,6 +213,8 @@ class _Runner:
         self.targets, self.samples, self.std, self.seed = targets, samples, std, seed
         self.total = np.zeros(inputs.shape, np.float64)
         self.diff: np.ndarray | None = np.zeros(len(inputs), np.float64)
+        self.input_logits = _LogitCache(model, inputs)
+        self.baseline_logits = _LogitCache(model, dist)
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         items = np.arange(start, stop)
@@ -216,27 +222,62 @@ class _Runner:
         count = len(self.dist) if self.shared else 1
         d = draw(self.seed, owner, copy, self.inputs.shape[1:], count, self.std)
         x = self.inputs[owner].astype(np.float32) + d.noise
-        b = self.dist[d.pick] if self.shared else self.dist[owner]
+        which = d.pick if self.shared else owner
+        b = self.dist[which]
         alpha = d.alpha.reshape((-1,) + (1,) * (x.ndim - 1))
         point = alpha * x + (np.float32(1.0) - alpha) * b  # Captum's form, in float32
         scores, grads = self.model.value_and_grad(point, self.targets.objective(owner))
         attr = (x - b) * np.asarray(grads, np.float32)
         np.add.at(self.total, owner, attr.astype(np.float64))  # item order, any chunking
-        self._score_gap(x, b, owner)
+        self._score_gap(x, owner, which)
         return np.asarray(scores, np.float64)
 
-    def _score_gap(self, x: np.ndarray, b: np.ndarray, owner: np.ndarray) -> None:
+    def _score_gap(self, x: np.ndarray, owner: np.ndarray, which: np.ndarray) -> None:
         """Add ``score(x_k) - score(b_k)`` per input (completeness; skipped for adapters
-        without a LOGITS tap)."""
+        without a LOGITS tap). Without noise ``x_k`` is the input itself: each input and each
+        baseline is scored once, on first use, not once per copy."""
         if self.diff is None:
             return
-        both = target_scores(
-            self.model, np.concatenate([x, b]), self.targets.take(np.concatenate([owner] * 2))
-        )
-        if both is None:
+        noisy = self.std > 0
+        x_logits = _logits(self.model, x) if noisy else self.input_logits.rows(owner)
+        b_logits = self.baseline_logits.rows(which)
+        if x_logits is None or b_logits is None:
             self.diff = None
             return
-        np.add.at(self.diff, owner, both[: len(x)] - both[len(x) :])
+        gap = self.targets.scores(x_logits, owner) - self.targets.scores(b_logits, owner)
+        np.add.at(self.diff, owner, gap)
+
+
+class _LogitCache:
+    """The :data:`~innersight.core.LOGITS` output of rows of ``data``, each computed once."""
+
+    def __init__(self, model: ModelAdapter, data: np.ndarray) -> None:
+        self.model, self.data = model, data
+        self.known = np.zeros(len(data), bool)
+        self.values: np.ndarray | None = None
+
+    def rows(self, index: np.ndarray) -> np.ndarray | None:
+        """The logits of rows ``index`` (repeats allowed), or None without a LOGITS tap."""
+        missing = np.unique(index[~self.known[index]])
+        if len(missing):
+            new = _logits(self.model, np.asarray(self.data[missing], np.float32))
+            if new is None:
+                return None
+            if self.values is None:
+                self.values = np.zeros((len(self.data), *new.shape[1:]), np.float64)
+            self.values[missing] = new
+            self.known[missing] = True
+        assert self.values is not None  # every row asked for is known now
+        return self.values[index]
+
+
+def _logits(model: ModelAdapter, x: np.ndarray) -> np.ndarray | None:
+    """``model``'s float64 LOGITS output for ``x``, or None when it serves no such tap."""
+    try:
+        out = model.forward(x, taps=[LOGITS]).activations[LOGITS]
+    except (LayerNotFoundError, KeyError):
+        return None
+    return np.asarray(out, np.float64)
 
 
 @hookimpl

@@ -84,6 +84,7 @@ class Occlusion(Technique):
     summary = "Drop in the target score when a sliding window of the input is hidden."
     requires = frozenset({"forward"})
     order = 60
+    input_kinds = frozenset({"image"})
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:
         """Parameters for reports (``"report"``) and ``compare --all`` (``"quick"``)."""
@@ -368,7 +369,9 @@ class _Run:
         return max(self._sizes, key=lambda s: (self._sizes[s], s)) if self._sizes else 0
 
     def _map(self, fn: Any, total: int, progress: Any, desc: str = "") -> np.ndarray:
-        return BatchPlanner(candidates=NAIVE_BATCHES).map(
+        # two timed calls per probed size: one load spike on a shared machine no longer
+        # decides the chunk size of every later call
+        return BatchPlanner(candidates=NAIVE_BATCHES, timed_calls=2).map(
             fn,
             total,
             per_sample=self.per_sample,
