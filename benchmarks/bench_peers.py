@@ -585,6 +585,41 @@ def shap_case(s: Setup, z: Sizes) -> Case:
     return Case("kernel_shap", settings, ours, one_peer("shap KernelExplainer", peer, check))
 
 
+def same_layer_map(ex: Any, out: Any) -> float:
+    """A layer's map: innersight's channels-last against Captum's NCHW."""
+    return rel(ex.values, out.detach().numpy().transpose(0, 2, 3, 1))
+
+
+def reference_cases(s: Setup, z: Sizes) -> list[Case]:
+    """DeepLift, DeepLiftShap (8 baselines) and layer integrated gradients (50 Gauss-Legendre
+    points at the CAM layer): Captum on the same batch and baselines. On the digits CNN
+    (ReLU then max pooling) Captum 0.9 loses its own max-pool rule (captum issue #1104), so
+    the DeepLift maps differ there (the diff column); the work done is the same."""
+    from captum.attr import DeepLift, DeepLiftShap, LayerIntegratedGradients
+
+    _, t, xt = s.batch(z.gradient)
+    dist = nchw(s.dist)
+    layer = s.model.get_submodule(s.layer)
+    table: list[tuple[str, dict[str, Any], str, Callable[[], Any], Any]] = [
+        ("deeplift", {"baseline": 0.0}, "DeepLift",
+         lambda: DeepLift(s.model).attribute(xt, baselines=0.0, target=t), same_map),
+        ("deeplift_shap", {"baseline": s.dist}, "DeepLiftShap",
+         lambda: DeepLiftShap(s.model).attribute(xt, baselines=dist, target=t), same_map),
+        ("layer_integrated_gradients", {"layer": s.layer, "baseline": 0.0, "steps": 50},
+         "LayerIntegratedGradients",
+         lambda: LayerIntegratedGradients(s.model, layer).attribute(
+             xt, baselines=0.0, target=t, n_steps=50, method="gausslegendre"),
+         same_layer_map),
+    ]  # fmt: skip
+    cases = []
+    for method, params, name, run, check in table:
+        ours = explain(s, method, z.gradient, **params)
+        cases.append(
+            Case(method, s.describe(z.gradient), ours, one_peer(f"captum {name}", run, check))
+        )
+    return cases
+
+
 def seed_cases(s: Setup, z: Sizes) -> list[Case]:
     """The seeds' convnet: one gradient method, Score-CAM and feature ablation on a photo."""
     grads = [c for c in gradient_cases(s, z) if c.method == "input_x_gradient"]
@@ -600,6 +635,7 @@ GROUPS: dict[str, tuple[Callable[[Setup, Sizes], list[Case]], bool]] = {
     "feature_ablation": (lambda s, z: [feature_ablation_case(s, z)], False),
     "kernel_shap": (lambda s, z: [regression_case(s, z, "kernel_shap"), shap_case(s, z)], False),
     "lime": (lambda s, z: [regression_case(s, z, "lime")], False),
+    "reference": (reference_cases, False),
     "seed": (seed_cases, True),
 }
 
