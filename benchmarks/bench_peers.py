@@ -46,6 +46,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ PLUGINS = (
     "feature_ablation",
     "kernel_shap",
     "lime",
+    "deeplift",
+    "deeplift_shap",
+    "layer_integrated_gradients",
 )
 MAX_ROUNDS = 100
 #: Marks the peer setting whose forwards take innersight's chunk size.
@@ -590,21 +594,45 @@ def same_layer_map(ex: Any, out: Any) -> float:
     return rel(ex.values, out.detach().numpy().transpose(0, 2, 3, 1))
 
 
+class Clone(torch.nn.Module):
+    """``x.clone()``: a module between two hooked ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+def clone_before_pools(model: torch.nn.Module) -> torch.nn.Module:
+    """The same layers (shared, not copied) with a :class:`Clone` between each ReLU and the
+    max pool right after it: the workaround for captum issue #1104 (Captum 0.9 loses its own
+    max-pool rule when a hooked ReLU feeds the pool; fixed after 0.9). Other models as they
+    are."""
+    if not isinstance(model, torch.nn.Sequential):
+        return model
+    children = list(model.named_children())
+    layers: list[tuple[str, torch.nn.Module]] = []
+    for (name, m), (_, after) in zip(children, [*children[1:], ("", None)], strict=True):
+        layers.append((name, m))
+        if isinstance(m, torch.nn.ReLU) and isinstance(after, torch.nn.MaxPool2d):
+            layers.append((f"{name}_clone", Clone()))
+    return torch.nn.Sequential(OrderedDict(layers)).eval()
+
+
 def reference_cases(s: Setup, z: Sizes) -> list[Case]:
     """DeepLift, DeepLiftShap (8 baselines) and layer integrated gradients (50 Gauss-Legendre
-    points at the CAM layer): Captum on the same batch and baselines. On the digits CNN
-    (ReLU then max pooling) Captum 0.9 loses its own max-pool rule (captum issue #1104), so
-    the DeepLift maps differ there (the diff column); the work done is the same."""
+    points at the CAM layer): Captum on the same batch and baselines. Captum's DeepLift gets
+    the digits CNN with a clone between each ReLU and its max pool (:func:`clone_before_pools`),
+    without which Captum 0.9 drops its max-pool rule and its maps do not add up."""
     from captum.attr import DeepLift, DeepLiftShap, LayerIntegratedGradients
 
     _, t, xt = s.batch(z.gradient)
     dist = nchw(s.dist)
     layer = s.model.get_submodule(s.layer)
+    lift = clone_before_pools(s.model)
     table: list[tuple[str, dict[str, Any], str, Callable[[], Any], Any]] = [
         ("deeplift", {"baseline": 0.0}, "DeepLift",
-         lambda: DeepLift(s.model).attribute(xt, baselines=0.0, target=t), same_map),
+         lambda: DeepLift(lift).attribute(xt, baselines=0.0, target=t), same_map),
         ("deeplift_shap", {"baseline": s.dist}, "DeepLiftShap",
-         lambda: DeepLiftShap(s.model).attribute(xt, baselines=dist, target=t), same_map),
+         lambda: DeepLiftShap(lift).attribute(xt, baselines=dist, target=t), same_map),
         ("layer_integrated_gradients", {"layer": s.layer, "baseline": 0.0, "steps": 50},
          "LayerIntegratedGradients",
          lambda: LayerIntegratedGradients(s.model, layer).attribute(
