@@ -85,7 +85,9 @@ def test_default_perturbations_are_seeded(case):
     a = evaluate("infidelity", model, ex, seed=3)
     b = evaluate("infidelity", model, ex, seed=3)
     c = evaluate("infidelity", model, ex, seed=4)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    # the same draws; the batch planner may cut the two runs into other chunks, and float32
+    # scores of other batch sizes differ in the last bits (1.6e-6 seen), unlike other draws
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
     assert not np.allclose(a.scores, c.scores)
     s = evaluate("max_sensitivity", model, ex, n_perturb_samples=3)
     assert np.all((s.scores > 0) & np.isfinite(s.scores))

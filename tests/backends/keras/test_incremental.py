@@ -151,7 +151,8 @@ def test_unsupported_first_layer_falls_back_with_the_reason():
     with pytest.raises(CapabilityError, match=r"method='incremental' cannot run on keras model"):
         occlude(model, x, "incremental", window=4, stride=4)
     naive = occlude(model, x, "naive", window=4, stride=4)  # the advice works
-    np.testing.assert_array_equal(auto.values, naive.values)
+    # the same naive run; the planner may cut it into other chunks (float32 rounding)
+    np.testing.assert_allclose(auto.values, naive.values, rtol=1e-5, atol=1e-6)
 
 
 def test_same_average_pooling_ends_the_prefix_and_auto_says_why():
