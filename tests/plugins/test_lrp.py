@@ -310,3 +310,17 @@ def test_merge_batchnorm_parameter(x):
     merged = LRP().run(adapter, x, target=TARGETS, composite="epsilon_alpha2_beta1")
     apart = LRP().run(adapter, x, target=TARGETS, composite=base)  # a Composite keeps False
     assert rel_error(merged.values, apart.values) > 1e-3
+
+
+def test_both_adapters_refuse_layer_objectives_and_loose_rules_alike(torch_small, keras_small):
+    """One check (core.lrp.check_request) serves every backend: same errors, same advice."""
+    from innersight.core import ObjectiveError, objectives
+    from innersight.core.lrp import composite
+
+    x = np.random.default_rng(0).random((1, 12, 12, 3), dtype=np.float32)
+    for model in (ins.wrap(torch_small), ins.wrap(keras_small)):
+        channel = objectives.Channel(model.layers()[0].name, 0)
+        with pytest.raises(ObjectiveError, match=r"lrp explains output scores.*got Channel"):
+            model.lrp_relevance(x, channel, composite("epsilon_plus"))
+        with pytest.raises(ins.InputError, match=r"rules must be an innersight\.core\.lrp\.Comp"):
+            model.lrp_relevance(x, objectives.Logit(np.zeros(1, np.int64)), {"dense": "eps"})

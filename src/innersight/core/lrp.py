@@ -46,7 +46,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from innersight.core import validate
-from innersight.core.errors import CapabilityError, InputError
+from innersight.core.errors import CapabilityError, InputError, ObjectiveError
+from innersight.core.objectives import Custom, Logit
 
 __all__ = [
     "COMPOSITES",
@@ -66,6 +67,7 @@ __all__ = [
     "WSquare",
     "ZBox",
     "ZPlus",
+    "check_request",
     "composite",
     "no_rule_error",
     "norm_shares",
@@ -480,3 +482,21 @@ def _flat(rule: Flat | WSquare, m: LayerMath, x: T, r: T) -> T:
 
         bias = None if rule.zero_bias else weight
     return m.backward(weight, _ratio(m, r, m.output(ones, weight, bias), rule.stabilizer))
+
+
+def check_request(objective: Any, rules: Any) -> Logit | Custom:
+    """The checks every adapter's ``lrp_relevance`` makes first: an output-score objective
+    (Logit or Custom) and a :class:`Composite`; ObjectiveError / InputError otherwise."""
+    if not isinstance(objective, (Logit, Custom)):
+        name = type(objective).__name__
+        raise ObjectiveError(
+            f"lrp explains output scores (Logit or Custom objectives), got {name}; relevance "
+            f"of a {name} objective is not defined here: use a Logit target, or a gradient "
+            "technique for layer objectives"
+        )
+    if not isinstance(rules, Composite):
+        raise InputError(
+            f"rules must be an innersight.core.lrp.Composite, got {type(rules).__name__}; "
+            "build one with innersight.core.lrp.composite('epsilon_plus') or single_rule()"
+        )
+    return objective

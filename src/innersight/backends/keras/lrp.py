@@ -50,6 +50,7 @@ from innersight.core.lrp import (
     Gradient,
     Pass,
     Rule,
+    check_request,
     no_rule_error,
     norm_shares,
     propagate,
@@ -499,17 +500,7 @@ class LrpMixin:
         """Values ``(N,)`` of the output objective and the relevance of ``x`` (float32, shaped
         like ``x``) under the composite ``rules`` (see
         :class:`innersight.core.lrp.LrpAdapter`)."""
-        if not isinstance(objective, (Logit, Custom)):
-            raise ObjectiveError(
-                f"lrp explains output scores (Logit or Custom objectives), got "
-                f"{type(objective).__name__}; use a Logit target, or a gradient technique for "
-                "layer objectives"
-            )
-        if not isinstance(rules, Composite):
-            raise InputError(
-                f"rules must be an innersight.core.lrp.Composite, got {type(rules).__name__}; "
-                "build one with innersight.core.lrp.composite('epsilon_plus') or single_rule()"
-            )
+        objective = check_request(objective, rules)
         x_np = self.check_input(x)
         with self._lock:
             return self._lrp(x_np, objective, rules)

@@ -49,13 +49,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from innersight.core.adapter import Capability
-from innersight.core.errors import InputError, ObjectiveError
+from innersight.core.errors import InputError
 from innersight.core.lrp import (
     Composite,
     Epsilon,
     Gradient,
     Pass,
     Rule,
+    check_request,
     no_rule_error,
     propagate,
 )
@@ -457,12 +458,7 @@ class LrpMixin:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Values ``(N,)`` of the output objective and the relevance of ``x`` (channels-last,
         float32) under the composite ``rules`` (see :class:`innersight.core.lrp.LrpAdapter`)."""
-        objective = _output_objective(check_objective(objective))
-        if not isinstance(rules, Composite):
-            raise InputError(
-                f"rules must be an innersight.core.lrp.Composite, got {type(rules).__name__}; "
-                "build one with innersight.core.lrp.composite('epsilon_plus') or single_rule()"
-            )
+        objective = check_request(check_objective(objective), rules)
         x_np = self._prepare(x)
         with self._lock:
             return self._lrp_pass(x_np, objective, rules)
@@ -514,13 +510,3 @@ class LrpMixin:
             ) from None
         t = torch.as_tensor(np.ascontiguousarray(arr), device=like.device, dtype=like.dtype)
         return t.permute(0, 3, 1, 2) if nchw else t
-
-
-def _output_objective(objective: Objective) -> Logit | Custom:
-    if not isinstance(objective, (Logit, Custom)):
-        raise ObjectiveError(
-            f"lrp explains output scores (Logit or Custom objectives), got "
-            f"{type(objective).__name__}; relevance of a {type(objective).__name__} objective is "
-            "not defined here: use a Logit target, or a gradient technique for layer objectives"
-        )
-    return objective
