@@ -48,6 +48,7 @@ from innersight.core.override import has_layer_override, layer_override_adapter
 from innersight.plugins._cam import choose_layer as cam_layer
 from innersight.plugins._layers import Choice, describe, display_name, is_pass_through
 from innersight.plugins._presets import last_conv_output
+from innersight.plugins.integrated_gradients import ALIASES
 
 __all__ = [
     "METHODS",
@@ -78,8 +79,6 @@ METHODS = (
     "riemann_right",
     "riemann_midpoint",
 )
-#: Captum's own names, accepted as integrated gradients accepts them.
-CAPTUM_NAMES = {"gausslegendre": "gauss_legendre", "riemann_middle": "riemann_midpoint"}
 NeuronArg = int | tuple[int, ...] | Sequence[int] | np.ndarray | None
 #: ``reduce=``: keep the layer's shape, or sum its last axis (channels, embedding).
 REDUCTIONS = ("none", "sum")
@@ -128,8 +127,8 @@ def check_steps(method: Any, steps: Any, *, least: int) -> tuple[str, int]:
     """A known ``method`` and a ``steps`` of at least ``least`` (Riemann rules: at least 2
     points), else InputError saying what to pass. Captum's names (``"gausslegendre"``,
     ``"riemann_middle"``) are accepted and returned as innersight's."""
-    validate.choice("method", method, METHODS + tuple(CAPTUM_NAMES))
-    method = CAPTUM_NAMES.get(method, method)
+    validate.choice("method", method, METHODS + tuple(ALIASES))
+    method = ALIASES.get(method, method)
     steps = validate.positive_int("steps", steps, example=50)
     if steps < least:
         raise InputError(
