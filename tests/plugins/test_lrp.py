@@ -324,3 +324,26 @@ def test_both_adapters_refuse_layer_objectives_and_loose_rules_alike(torch_small
             model.lrp_relevance(x, channel, composite("epsilon_plus"))
         with pytest.raises(ins.InputError, match=r"rules must be an innersight\.core\.lrp\.Comp"):
             model.lrp_relevance(x, objectives.Logit(np.zeros(1, np.int64)), {"dense": "eps"})
+
+
+def test_scores_the_stabilisers_absorb_warn_and_the_advice_works():
+    """A deep net scoring 1e-16 (random-weight keras.applications score 1e-11): epsilon 1e-6
+    absorbs the relevance layer by layer to exactly zero. lrp says so instead of returning a
+    silent blank map, and input_x_gradient, which it advises, explains the score."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(12):
+        layers += [nn.Linear(8, 8), nn.ReLU()]
+    net = nn.Sequential(*layers, nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.abs_().mul_(0.05)
+                m.bias.zero_()
+    x = np.random.default_rng(0).random((2, 8), dtype=np.float32)
+    with pytest.warns(ins.InnersightWarning, match=r"lrp: every relevance of 2 of 2 input"):
+        ex = ins.explain("lrp", net, x, target=0)
+    assert not np.any(ex.values) and all(0 < s < 1e-12 for s in ex.meta["score"])
+    advised = ins.explain("input_x_gradient", net, x, target=0)
+    # bias-free ReLU net: input x gradient adds up to the score (LRP-0's answer)
+    np.testing.assert_allclose(advised.values.sum(axis=1), ex.meta["score"], rtol=1e-4)

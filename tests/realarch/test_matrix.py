@@ -105,6 +105,13 @@ REFUSED = {
         ("swin_like", "SwinLike"),
     )
 }
+REFUSED["k_efficientnetb0", "lrp"] = (
+    r"lrp has no rule for \d+ layer\(s\) of Keras model 'efficientnetb0': .*silu.*deeplift"
+)
+#: Cells where LRP's stabilisers absorb the whole score: keras.applications MobileNetV2 with
+#: weights=None scores 2e-11, below what epsilon=1e-6 resolves in float32. lrp warns and
+#: advises input_x_gradient, whose cell on the same model passes.
+ABSORBED = {("k_mobilenetv2", "lrp")}
 KERAS_APPS = ("k_resnet50", "k_resnet50v2", "k_efficientnetb0")
 KERAS_APP_TECHNIQUES = ("grad_cam",)
 
@@ -197,6 +204,11 @@ def test_cell(subjects, arch: str, technique: str) -> None:
         with pytest.raises(ins.CapabilityError, match=REFUSED[arch, technique]):
             ins.explain(technique, subject.model, x, **_params(technique, subject))
         assert diff(subject.before, snapshot(subject.native)) == []
+        return
+    if (arch, technique) in ABSORBED:
+        with pytest.warns(ins.InnersightWarning, match="the stabilisers absorbed a score"):
+            ex = ins.explain(technique, subject.model, x, **_params(technique, subject))
+        assert not np.any(ex.values)
         return
     ex = ins.explain(technique, subject.model, x, **_params(technique, subject))
     signed = None

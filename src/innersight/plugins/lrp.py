@@ -13,6 +13,7 @@ tests hold them to 1e-5), and the torch and Keras backends agree on twin models.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from innersight.core import (
     BatchPlanner,
     CapabilityError,
     Explanation,
+    InnersightWarning,
     ModelAdapter,
     PresetContext,
     ProgressArg,
@@ -109,8 +111,27 @@ class LRP(Technique):
             params["merge_batchnorm"] = rules.merge_batchnorm
         targets = resolve_targets(model, inputs, target)
         values, relevance = _run(model, inputs, targets, rules, batch_size, progress)
+        _warn_if_absorbed(values, relevance)
         params = {**params, "rule": rule, "reduce_channels": reduce_channels}
         return _explanation(self.name, inputs, targets, rules, values, relevance, params)
+
+
+def _warn_if_absorbed(values: np.ndarray, relevance: np.ndarray) -> None:
+    """InnersightWarning when every relevance of an input is zero although its score is not:
+    the rules' stabilisers (epsilon, 1e-6 by default) absorbed a score of their own size or
+    smaller (random-weight models can score 1e-11)."""
+    flat = relevance.reshape(len(relevance), -1)
+    empty = [i for i, v in enumerate(values) if v != 0 and not np.any(flat[i])]
+    if empty:
+        score = float(values[empty[0]])
+        warnings.warn(
+            f"lrp: every relevance of {len(empty)} of {len(values)} input(s) is zero although "
+            f"the score is not ({score:.3g} for input {empty[0]}): the stabilisers absorbed a "
+            "score this small, which LRP's stabilised rules do not resolve in float32: use "
+            "input_x_gradient or deeplift on this model",
+            InnersightWarning,
+            stacklevel=4,
+        )
 
 
 def _explanation(

@@ -281,3 +281,53 @@ def test_logits_false_is_refused_and_the_advice_works():
         x, objectives.Logit(0), composite("epsilon_plus")
     )
     assert np.abs(rel).max() > 0
+
+
+def depthwise_pair() -> tuple[keras.Model, keras.Model]:
+    """MobileNet's block (1x1 conv, BN, ReLU6, 3x3 depthwise (multiplier 2), BN, ReLU6, pool,
+    dense) and its twin whose depthwise layer is the same map written as a Conv2D with a
+    block-diagonal kernel (zeros elsewhere: every rule keeps them zero)."""
+    keras.utils.set_random_seed(11)
+    L = keras.layers
+
+    def block(depthwise: bool) -> keras.Model:
+        inp = keras.Input((10, 10, 3))
+        h = L.ReLU(6.0)(L.BatchNormalization(name="bn1")(L.Conv2D(4, 1, name="expand")(inp)))
+        conv = (
+            L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")
+            if depthwise
+            else L.Conv2D(8, 3, padding="same", name="dw")
+        )
+        h = L.ReLU(6.0)(L.BatchNormalization(name="bn2")(conv(h)))
+        return keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling2D()(h)))
+
+    dw, full = block(True), block(False)
+    for layer in dw.layers:
+        if layer.name != "dw" and layer.weights:
+            full.get_layer(layer.name).set_weights(layer.get_weights())
+    rng = np.random.default_rng(12)
+    for name in ("bn1", "bn2"):  # non-trivial statistics, so merging matters
+        gamma, beta, mean, var = dw.get_layer(name).get_weights()
+        stats = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape)]
+        stats += [rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, var.shape)]
+        for model in (dw, full):
+            model.get_layer(name).set_weights([s.astype(np.float32) for s in stats])
+    kernel, bias = dw.get_layer("dw").get_weights()  # (3, 3, 4, 2)
+    dense = np.zeros((3, 3, 4, 8), np.float32)
+    for c in range(4):
+        for m in range(2):
+            dense[:, :, c, c * 2 + m] = kernel[:, :, c, m]
+    full.get_layer("dw").set_weights([dense, bias])
+    return dw, full
+
+
+@pytest.mark.parametrize("name", ["epsilon0", "gamma", "zplus", "epsilon_plus+merge"])
+def test_depthwise_convolution_equals_its_block_diagonal_conv(name):
+    dw, full = depthwise_pair()
+    x = np.random.default_rng(13).standard_normal((2, 10, 10, 3)).astype(np.float32)
+    np.testing.assert_allclose(dw.predict(x, verbose=0), full.predict(x, verbose=0), atol=1e-5)
+    logit = objectives.Logit(np.array([0, 2]))
+    v1, r1 = KerasAdapter(dw).lrp_relevance(x, logit, RULES[name])
+    v2, r2 = KerasAdapter(full).lrp_relevance(x, logit, RULES[name])
+    assert rel_error(r1, r2) < 1e-5 and np.abs(v1 - v2).max() < 1e-5
+    assert (np.abs(r1) > 0).mean() > 0.5

@@ -25,7 +25,7 @@ Layers (what each kind gets; see :class:`innersight.core.lrp.Composite`):
   sigmoid, ...): Pass. A final softmax/sigmoid (separate, or fused into the last Dense) is left
   out: LRP explains the pre-softmax score, as ``logits="auto"`` reads it.
 * anything else (gated activations such as gelu/silu, LayerNormalization, attention, nested
-  models, depthwise convolutions): a CapabilityError naming the layers.
+  models): a CapabilityError naming the layers. Depthwise convolutions are convolutions.
 
 Backends: the rule algebra uses ``keras.ops``; the backward passes of layers (the rules'
 ``J^T v``, the gradient of max pooling and reshapes) use the backend's own autodiff:
@@ -67,7 +67,7 @@ _PASS_ACTIVATIONS = frozenset(
 _PROBABILITIES = frozenset({"softmax", "sigmoid"})
 _KIND_NAMES: dict[str, tuple[str, ...]] = {
     "dense": ("Dense",),
-    "conv": ("Conv1D", "Conv2D", "Conv3D"),
+    "conv": ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D"),
     "batchnorm": ("BatchNormalization",),
     "avgpool": (
         "AveragePooling1D",
@@ -279,12 +279,16 @@ class _Layer(_Ops):
     """:class:`innersight.core.lrp.LayerMath` for one layer call (any Keras backend)."""
 
     def __init__(self, node: _Node) -> None:
+        import keras
+
         self.shape = node.xs[0].shape
         self.weight, self.bias = _params(node.layer, node.kind)
         self.fn = _affine(node.layer, node.kind)
         if node.merged is not None:  # y * scale + shift after this layer
             scale, shift = _params(node.merged.layer, "batchnorm")
-            self.weight = self.weight * scale
+            if _depthwise(node.layer):  # output channel c * multiplier + m: scale as (C, m)
+                scale_w = keras.ops.reshape(scale, tuple(self.weight.shape[-2:]))
+            self.weight = self.weight * (scale_w if _depthwise(node.layer) else scale)
             self.bias = shift if self.bias is None else self.bias * scale + shift
 
     def output(self, x: Any, weight: Any, bias: Any) -> Any:
@@ -337,6 +341,11 @@ def _params(layer: Any, kind: str) -> tuple[Any, Any]:
     return None, None
 
 
+def _depthwise(layer: Any) -> bool:
+    """A DepthwiseConv1D/2D: kernel (..., C, multiplier), output channel c * multiplier + m."""
+    return hasattr(layer, "depth_multiplier")
+
+
 def _affine(layer: Any, kind: str) -> Callable[[Any, Any, Any], Any]:
     import keras
 
@@ -359,7 +368,17 @@ def _affine(layer: Any, kind: str) -> Callable[[Any, Any, Any], Any]:
 def _conv(layer: Any, x: Any, w: Any, b: Any) -> Any:
     import keras
 
-    out = layer.convolution_op(x, w)
+    if _depthwise(layer):
+        out = keras.ops.depthwise_conv(
+            x,
+            w,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+        )
+    else:
+        out = layer.convolution_op(x, w)
     if b is None:
         return out
     if layer.data_format == "channels_first":
