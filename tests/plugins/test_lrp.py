@@ -347,3 +347,38 @@ def test_scores_the_stabilisers_absorb_warn_and_the_advice_works():
     advised = ins.explain("input_x_gradient", net, x, target=0)
     # bias-free ReLU net: input x gradient adds up to the score (LRP-0's answer)
     np.testing.assert_allclose(advised.values.sum(axis=1), ex.meta["score"], rtol=1e-4)
+    lrp0 = ins.explain("lrp", net, x, target=0, rule="epsilon", epsilon=0.0)  # the other advice
+    np.testing.assert_allclose(lrp0.values.sum(axis=1), ex.meta["score"], rtol=1e-4)
+
+
+def _tiny_score_net() -> nn.Module:
+    """A bias-free 12-layer ReLU net scoring about 1e-16 (see the test above)."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(12):
+        layers += [nn.Linear(8, 8, bias=False), nn.ReLU()]
+    net = nn.Sequential(*layers, nn.Linear(8, 3, bias=False)).eval()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.abs_().mul_(0.05)
+    return net
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_lrp0_on_tiny_scores_is_input_x_gradient_on_both_backends(backend):
+    """LRP-0 (epsilon=0) divides by each layer's outputs. It once computed ``d + 1 - nonzero``
+    for the denominator, which float32 rounds to 0 for every |d| < 6e-8: a random-weight
+    MobileNetV2 (scores 1e-11) got Inf/NaN. Now the closed form holds at any scale: on a
+    bias-free ReLU net LRP-0 is input x gradient."""
+    from innersight import port
+
+    net = _tiny_score_net()
+    model = net if backend == "torch" else port.torch_to_keras(net, input_shape=(8,))
+    x = np.random.default_rng(0).random((2, 8), dtype=np.float32)
+    ex = ins.explain("lrp", model, x, target=0, rule="epsilon", epsilon=0.0)
+    assert all(0 < s < 1e-12 for s in ex.meta["score"])
+    reference = ins.explain("input_x_gradient", model, x, target=0)
+    assert np.all(np.isfinite(ex.values))
+    np.testing.assert_allclose(ex.values, reference.values, rtol=1e-4, atol=0)
+    np.testing.assert_allclose(ex.values.sum(axis=1), ex.meta["score"], rtol=1e-4)

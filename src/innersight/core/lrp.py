@@ -397,11 +397,13 @@ def _stable(m: Signs, d: Any, e: float) -> Any:
 
 def _ratio(m: Signs, r: Any, d: Any, e: float) -> Any:
     """``r / s(d)``; with ``e == 0`` (LRP-0), outputs with ``d == 0`` pass no relevance (0, not
-    the 0/0 of a plain division)."""
+    the 0/0 of a plain division). The denominator is ``d + (1 - nonzero)``: 1 where ``d == 0``,
+    ``d`` itself elsewhere. (``d + 1 - nonzero`` rounded every ``|d|`` below float32's 6e-8 to
+    0, and tiny outputs, e.g. a random-weight network's 1e-11 scores, to Inf/NaN relevance.)"""
     if e > 0:
         return r / _stable(m, d, e)
     nonzero = m.above(d) + m.below(d)
-    return r * nonzero / (d + 1.0 - nonzero)
+    return r * nonzero / (d + (1.0 - nonzero))
 
 
 def propagate(rule: Rule, m: LayerMath, x: T, r: T, z: T) -> T:

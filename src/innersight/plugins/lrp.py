@@ -128,7 +128,8 @@ def _warn_if_absorbed(values: np.ndarray, relevance: np.ndarray) -> None:
             f"lrp: every relevance of {len(empty)} of {len(values)} input(s) is zero although "
             f"the score is not ({score:.3g} for input {empty[0]}): the stabilisers absorbed a "
             "score this small, which LRP's stabilised rules do not resolve in float32: use "
-            "input_x_gradient or deeplift on this model",
+            "LRP-0, which has no stabiliser (rule='epsilon', epsilon=0), or input_x_gradient or "
+            "deeplift on this model",
             InnersightWarning,
             stacklevel=4,
         )
