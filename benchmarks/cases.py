@@ -181,7 +181,8 @@ def _captum_occlusion(model: object, x: np.ndarray, batch: int) -> list[Row]:
 def saliency(nets: dict[str, object]) -> list[Row]:
     """Saliency of one image against the fastest plain forward+backward w.r.t. the input, and
     against the adapter's own ``value_and_grad`` (what ``explain`` adds per call), interleaved
-    call by call (40 rounds) so that a change of load hits every function alike."""
+    call by call (120 rounds: with 40, the Keras ratio moved 1.02-1.07 between runs of one
+    process) so that a change of load hits every function alike."""
     from innersight.core import objectives
 
     x = image()
@@ -195,7 +196,7 @@ def saliency(nets: dict[str, object]) -> list[Row]:
             "adapter": lambda a=adapter, o=logit: a.value_and_grad(x, o),
             **refs,
         }
-        med = interleaved(fns, rounds=40)
+        med = interleaved(fns, rounds=120)
         ref = next(iter(refs))
         others = "; ".join(f"{k} {med[k] * 1e3:.2f} ms" for k in refs if k != ref)
         rows.append(

@@ -105,3 +105,18 @@ def test_channel_reductions_and_their_errors():
         InputError, match=r"reduce_channels='max' is unknown; use 'sum', 'mean' or None"
     ):
         check_reduction("max", ("sum", "mean", None))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 5, 3), (2, 7, 20), (3, 9), (1, 4, 4, 1)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("how", ["max", "mean", "sum", None])
+def test_absolute_reduction_is_the_reduction_of_the_absolute_values(shape, dtype, how):
+    from innersight.core import reduce_channels
+
+    values = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    kept = values.copy()
+    want = reduce_channels(np.abs(values), how)
+    got = reduce_channels(values, how, absolute=True)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)  # the same numbers, bit for bit
+    np.testing.assert_array_equal(values, kept)  # the caller's gradients are left as they were

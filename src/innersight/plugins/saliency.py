@@ -49,7 +49,7 @@ class Saliency(Technique):
         check_reduction(reduce_channels, REDUCTIONS)
         targets = resolve_targets(model, inputs, target)
         scores, grads = model.value_and_grad(inputs, targets.objective())
-        values = reduce_channels_of(np.abs(grads), reduce_channels)
+        values = reduce_channels_of(grads, reduce_channels, absolute=True)
         return Explanation(
             technique=self.name,
             kind="heatmap",

@@ -14,7 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from innersight.backends.keras.adapter import KerasAdapter  # noqa: E402
-from innersight.core import objectives  # noqa: E402
+from innersight.core import LOGITS, objectives  # noqa: E402
 from innersight.core.errors import (  # noqa: E402
     CapabilityError,
     InputError,
@@ -151,6 +151,39 @@ def test_new_targets_and_batch_sizes_do_not_retrace(keras_small):
     fns = adapter._cache.values()
     assert len(fns) == 2
     assert [fn.function.experimental_get_tracing_count() for fn in fns] == [1, 1]
+
+
+def test_alternating_targets_and_crops_each_get_their_own_values(keras_small, noise):
+    """Small arguments are converted once and reused (compiled._tensor): a target met before
+    must never be served another target's tensor, nor a crop another crop's."""
+    adapter = KerasAdapter(keras_small)
+    logits = adapter.forward(noise, taps=[LOGITS]).activations[LOGITS]
+    acts = adapter.forward(noise, taps=["conv2"]).activations["conv2"]
+    for target in [0, 1, 0, [2, 0, 1], 2, [2, 0, 1], 1]:
+        idx = np.broadcast_to(np.asarray(target), (len(noise),))
+        values, _ = adapter.value_and_grad(noise, Logit(target))
+        np.testing.assert_allclose(values, logits[np.arange(len(noise)), idx], rtol=1e-5)
+    for crop in [0, 1, 0, 1]:
+        values, _ = adapter.value_and_grad(noise, Channel("conv2", 3, crop=crop))
+        h, w = acts.shape[1:3]
+        want = acts[:, crop : h - crop, crop : w - crop, 3].mean(axis=(1, 2))
+        np.testing.assert_allclose(values, want, rtol=1e-5)
+
+
+def test_the_callers_batch_is_read_not_kept(keras_small, noise):
+    """The TensorFlow engine passes a validated float32 batch to tf.constant without a copy of
+    its own (TensorFlow copies it): the caller's array is unchanged, and no result shares its
+    memory."""
+    adapter = KerasAdapter(keras_small)
+    x = noise.copy()
+    values, grads = adapter.value_and_grad(x, Logit(1))
+    out = adapter.forward(x, taps=["conv1"])
+    np.testing.assert_array_equal(x, noise)
+    for result in (values, grads, out.outputs, out.activations["conv1"]):
+        assert not np.shares_memory(result, x)
+    x[:] = 0  # changing the caller's array afterwards changes nothing already returned
+    again, _ = adapter.value_and_grad(noise, Logit(1))
+    np.testing.assert_array_equal(values, again)
 
 
 # -- logits="auto" ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from innersight.backends.keras.activations import plain_activations
@@ -51,6 +52,10 @@ __all__ = [
     "shape_probe",
     "to_numpy",
 ]
+
+#: ``tf.constant`` copies a numpy argument before the traced function sees it (TensorFlow's
+#: ``convert_to_eager_tensor``), so the adapter need not copy a validated float32 batch first.
+COPIES_INPUT = True
 
 _INDEX_SPEC = tf.TensorSpec([None], tf.int64)
 _CROP_SPEC = tf.TensorSpec([], tf.int32)
@@ -85,7 +90,28 @@ class Traced:
         return cls(function, function.get_concrete_function())  # traces now, errors surface here
 
     def __call__(self, *args: Any) -> Any:
-        return self.concrete(*(tf.constant(a) for a in args))
+        return self.concrete(*(_tensor(a) for a in args))
+
+
+#: Small arguments (target indices, the crop) seen recently, as tensors: converting them took
+#: ~8 us each per call, and they mostly repeat (one target, crop 0).
+_SMALL: dict[tuple[Any, ...], Any] = {}
+_SMALL_MAX_SIZE = 16
+_SMALL_MAX_ENTRIES = 256
+
+
+def _tensor(a: Any) -> Any:
+    """``tf.constant(a)``, reused for a small numpy argument met before (tensors are
+    immutable, so sharing one is safe)."""
+    if not isinstance(a, (np.ndarray, np.generic)) or a.size > _SMALL_MAX_SIZE:
+        return tf.constant(a)
+    key = (a.dtype.str, a.shape, a.tobytes())
+    t = _SMALL.get(key)
+    if t is None:
+        if len(_SMALL) >= _SMALL_MAX_ENTRIES:
+            _SMALL.clear()
+        t = _SMALL[key] = tf.constant(a)
+    return t
 
 
 def _float32(t: Any) -> Any:
