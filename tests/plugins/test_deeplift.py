@@ -305,3 +305,26 @@ def test_sigmoid_mlp_against_float64(backend):
     model = net if backend == "torch" else keras_mlp(net, "sigmoid")
     ex = ins.explain("deeplift", model, x, baseline=b, target=TARGETS)
     assert rel_error(ex.values, float64_deeplift(net, x, b, TARGETS)) <= 1e-4
+
+
+@pytest.mark.parametrize("equal_part", ["none", "left half", "all but one pixel"])
+def test_inputs_equal_to_the_baseline_in_places_match_captum(equal_part, images, small_weights):
+    """Where an input equals its baseline, deltas are exactly 0 and the rule falls back to the
+    plain gradient; that gradient is now computed only when some position needs it (and in
+    closed form for ReLUs), so both paths are held to Captum here."""
+    x, b = images
+    x = x.copy()
+    if equal_part == "left half":
+        x[:, :, : x.shape[2] // 2] = b[:, :, : x.shape[2] // 2]
+    elif equal_part == "all but one pixel":
+        x[:, 1:] = b[:, 1:]
+        x[:, 0, 1:] = b[:, 0, 1:]
+    for net, reference in [
+        (convnet("max"), convnet("max")),
+        (models.torch_small(small_weights), with_clones(models.torch_small(small_weights))),
+    ]:
+        ex = ins.explain("deeplift", net, x, baseline=b, target=TARGETS)
+        ref, _ = captum("deeplift", reference, x, b, TARGETS)
+        assert rel_error(ex.values, ref) <= 1e-5
+        for c in ex.meta["completeness"]:  # summation to delta
+            assert abs(c["sum_attr"] - c["score_diff"]) <= 1e-5 * max(1.0, abs(c["score_diff"]))

@@ -97,8 +97,45 @@ def _twice(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([t, t])
 
 
+def _paired(t: torch.Tensor) -> torch.Tensor:
+    """The doubled batch ``(2N, ...)`` as ``(2, N, ...)``: both halves meet a half-sized
+    tensor by broadcasting, without the ``torch.cat`` copy of that tensor."""
+    return t.reshape(2, t.shape[0] // 2, *t.shape[1:])
+
+
+def _near_zero(
+    ctx: Any, u: torch.Tensor, grad: torch.Tensor, delta_in: torch.Tensor, rescaled: torch.Tensor
+) -> torch.Tensor:
+    """``rescaled`` (shaped ``(2, N, ...)``) as the doubled batch (shaped like ``u``), with the
+    plain gradient where ``|delta_in| < eps``. That gradient (a second pass through the
+    function) is computed only when some position needs it."""
+    small = delta_in.abs() < ctx.eps
+    out = rescaled.reshape(u.shape)
+    if not bool(small.any()):
+        return out
+    return torch.where(_twice(small), _plain_grad(ctx.fn, u, grad), out)
+
+
+class _Clamp:
+    """A ReLU (``cap`` None) or a clipped ReLU as ``clamp`` (the escape watch stays quiet), and
+    its plain gradient in closed form: ``grad`` where ``low <= u <= cap``, else 0, as
+    ``clamp``'s own backward (no second pass through the function)."""
+
+    def __init__(self, low: float, cap: float | None) -> None:
+        self.low, self.cap = low, cap
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_min(self.low) if self.cap is None else t.clamp(self.low, self.cap)
+
+    def grad(self, u: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        inside = u >= self.low if self.cap is None else (u >= self.low) & (u <= self.cap)
+        return torch.where(inside, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+
 def _plain_grad(fn: _Fn, u: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """``grad * f'(u)`` (a vector-Jacobian product of ``fn`` at ``u``)."""
+    if isinstance(fn, _Clamp):
+        return fn.grad(u, grad)
     with torch.enable_grad():
         leaf = u.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(fn(leaf), [leaf], grad)
@@ -133,10 +170,9 @@ class _Rescale(torch.autograd.Function):
             u, y = ctx.saved_tensors
         ua, ub = _halves(u)
         ya, yb = _halves(y)
-        delta_in, delta_out = _twice(ua - ub), _twice(ya - yb)
-        plain = _plain_grad(ctx.fn, u, grad)
-        rescaled = torch.where(delta_in.abs() < ctx.eps, plain, grad * delta_out / delta_in)
-        return rescaled, None, None, None
+        delta_in = ua - ub
+        rescaled = _paired(grad) * (ya - yb) / delta_in
+        return _near_zero(ctx, u, grad, delta_in, rescaled), None, None, None
 
 
 class _RescaleMaxPool(torch.autograd.Function):
@@ -168,15 +204,15 @@ class _RescaleMaxPool(torch.autograd.Function):
             output_size=list(u.shape),
         )
         sa, sb = _halves(spread)
-        delta_in = _twice(ua - ub)
+        delta_in = ua - ub
+        rescaled = ((sa + sb) / delta_in).expand(2, *delta_in.shape)
 
         def pool(t: torch.Tensor) -> torch.Tensor:
             out: torch.Tensor = ctx.pool(t, **p, return_indices=True)[0]
             return out
 
-        plain = _plain_grad(pool, u, grad)
-        rescaled = torch.where(delta_in.abs() < ctx.eps, plain, _twice(sa + sb) / delta_in)
-        return rescaled, None, None, None
+        ctx.fn = pool
+        return _near_zero(ctx, u, grad, delta_in, rescaled), None, None, None
 
 
 def _bound(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
@@ -190,11 +226,11 @@ def _elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     """``(u, fn, inplace)`` for a rescalable elementwise call, else ``()``."""
     relu = _relu_call(func, args, kwargs)
     if relu is not None:
-        return relu[0], lambda t: t.clamp_min(0), relu[1]  # clamp: the escape watch stays quiet
+        return relu[0], _Clamp(0.0, None), relu[1]
     clipped = _clipped_relu_call(func, args, kwargs)
     if clipped is not None:
         cap = clipped[1]
-        return clipped[0], lambda t: t.clamp(0, cap), clipped[2]
+        return clipped[0], _Clamp(0.0, cap), clipped[2]
     kind = _other_activation(func)
     if kind is None or kind in _NOT_ELEMENTWISE or not args:
         return ()
