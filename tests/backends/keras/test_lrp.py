@@ -331,3 +331,56 @@ def test_depthwise_convolution_equals_its_block_diagonal_conv(name):
     v2, r2 = KerasAdapter(full).lrp_relevance(x, logit, RULES[name])
     assert rel_error(r1, r2) < 1e-5 and np.abs(v1 - v2).max() < 1e-5
     assert (np.abs(r1) > 0).mean() > 0.5
+
+
+# -- the traced path (TensorFlow, Logit objectives, composites without ZBox) ----------------------
+def _lrp_functions(adapter: KerasAdapter) -> list:
+    return [fn for fn in adapter._cache.values() if isinstance(fn, tuple)]
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_traced_lrp_equals_the_eager_pass(name, twins, images, monkeypatch):
+    """One traced function per composite gives the eager pass's numbers (ZBox composites and
+    Custom objectives stay eager)."""
+    from innersight.backends.keras import lrp as keras_lrp
+
+    _, adapter = twins
+    values, traced = adapter.lrp_relevance(images, objectives.Logit(TARGETS), RULES[name])
+    monkeypatch.setattr(keras_lrp, "_trace_key", lambda rules: None)
+    eager_values, eager = adapter.lrp_relevance(images, objectives.Logit(TARGETS), RULES[name])
+    assert rel_error(traced, eager) < 1e-6
+    np.testing.assert_allclose(values, eager_values, rtol=1e-6)
+
+
+def test_new_batches_and_targets_reuse_one_trace_and_zbox_stays_eager(images):
+    adapter = KerasAdapter(keras_twin(torch_net()))
+    rules = composite("epsilon_plus")
+    for n, targets in [(4, TARGETS), (1, 3), (3, [4, 4, 0])]:
+        adapter.lrp_relevance(images[:n], objectives.Logit(targets), rules)
+    (fn, size), *rest = _lrp_functions(adapter)
+    assert rest == [] and size == 5
+    assert fn.function.experimental_get_tracing_count() == 1
+    adapter.lrp_relevance(images, objectives.Logit(TARGETS), composite("epsilon_gamma_box"))
+    adapter.lrp_relevance(images, objectives.Custom(lambda s: s[:, 1] - s[:, 2]), rules)
+    assert len(_lrp_functions(adapter)) == 1
+    with pytest.raises(
+        ins.ObjectiveError, match=r"target 5 is out of range: valid values are 0..4"
+    ):
+        adapter.lrp_relevance(images, objectives.Logit(5), rules)
+
+
+def test_traced_lrp_reads_the_live_weights(images):
+    """Weights changed after the first call (fine-tuning between explanations) are used, as the
+    torch twin with the same change shows."""
+    net = torch_net()
+    model = keras_twin(net)
+    adapter = KerasAdapter(model)
+    rules = composite("epsilon_plus")
+    adapter.lrp_relevance(images, objectives.Logit(TARGETS), rules)
+    kernel, bias = model.get_layer("fc2").get_weights()
+    model.get_layer("fc2").set_weights([kernel * -2.0, bias])
+    with torch.no_grad():
+        net[10].weight.mul_(-2.0)
+    _, ours = adapter.lrp_relevance(images, objectives.Logit(TARGETS), rules)
+    _, reference = TorchAdapter(net).lrp_relevance(images, objectives.Logit(TARGETS), rules)
+    assert rel_error(ours, reference) < 1e-5
