@@ -175,7 +175,11 @@ def _tap(
 
 
 def as_array(model: ModelAdapter, inputs: Any) -> np.ndarray:
+    """The inputs as a validated batch: float32, or (N, T) token ids as they are (the adapter
+    that takes them checks them against its Embedding)."""
     if isinstance(inputs, np.ndarray) and inputs.dtype == np.float32:
+        return inputs
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "iu" and inputs.ndim == 2:
         return inputs
     try:
         return check_input_array(inputs, expected=model.input_shape)

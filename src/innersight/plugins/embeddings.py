@@ -69,7 +69,7 @@ class Embeddings(Technique):
     name = "embeddings"
     summary = "2-D PCA or t-SNE map of a data set in a layer's feature space, coloured by label."
     requires = frozenset({"forward", "layer_taps"})
-    input_kinds = frozenset({"image", "sequence", "tabular", "several"})
+    input_kinds = frozenset({"image", "sequence", "tabular", "tokens", "several"})
     order = 100
 
     def presets(self, ctx: PresetContext) -> dict[str, Any]:

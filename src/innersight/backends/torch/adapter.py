@@ -101,7 +101,7 @@ from .lrp import LrpMixin
 from .native import from_native, to_native
 from .options import parse_options
 from .override import LayerOverrideMixin
-from .packing import Feed, PassState, check_ids, no_token_gradient
+from .packing import Feed, PassState, check_ids, ids_out_of_range, no_token_gradient
 from .probe import Probe, make_probe
 from .relu import ReluReport
 from .targets import select_output
@@ -406,6 +406,10 @@ class TorchAdapter(LayerOverrideMixin, DeepLiftMixin, LrpMixin, GradientPasses, 
         adapter then keeps using. Call with the lock held."""
         try:
             return run()
+        except IndexError as err:
+            if self._feed is not None and any(self._feed.integer) and "out of range" in str(err):
+                raise ids_out_of_range(self.model, x_np) from err
+            raise
         except RuntimeError as err:
             if self._feed is not None:
                 nchw_view = self._feed.has_nchw_view()

@@ -36,7 +36,14 @@ if TYPE_CHECKING:
     from .options import TorchOptions
     from .probe import Probe
 
-__all__ = ["Feed", "PassState", "check_ids", "first_embedding", "no_token_gradient"]
+__all__ = [
+    "Feed",
+    "PassState",
+    "check_ids",
+    "first_embedding",
+    "ids_out_of_range",
+    "no_token_gradient",
+]
 
 
 @dataclass
@@ -207,6 +214,22 @@ def first_embedding(model: nn.Module) -> str | None:
         if name and isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
             return name
     return None
+
+
+def ids_out_of_range(model: nn.Module, x: np.ndarray) -> InputError:
+    """The error for token ids an embedding of the model has no row for (torch raised an
+    IndexError while running it): the largest id and every embedding's size."""
+    sizes = [
+        f"{name!r}: {m.num_embeddings} ids"
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+    ]
+    ids = x if np.issubdtype(x.dtype, np.integer) else np.round(x)
+    return InputError(
+        f"token ids reach {int(ids.max())}, beyond the rows of the model's embedding "
+        f"({', '.join(sizes) or 'no nn.Embedding found'}): map the ids into the vocabulary "
+        "(e.g. np.clip(ids, 0, vocab - 1) for unknown ones)"
+    )
 
 
 def no_token_gradient(model: nn.Module, model_name: str) -> CapabilityError:
