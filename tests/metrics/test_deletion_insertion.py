@@ -144,3 +144,32 @@ def test_bad_parameters_say_what_to_pass():
     ):
         evaluate("insertion", adapter, ex, blur_sigma=0)
     assert len(evaluate("insertion", adapter, ex, blur_sigma=5.0, steps=4).scores) == 3
+
+
+@pytest.mark.parametrize("channels", [(2,), ()])
+def test_in_place_masked_copies_equal_the_masked_images_in_any_visiting_order(channels):
+    """MaskedCopies writes only the pixels between two steps of the same image into a reused
+    slot; whatever the chunk sizes and order of visits (the planner's probes change sizes, a
+    slot may move to another image or back to an earlier step), every copy equals
+    ``np.where(rank < count, end, start)`` bit for bit."""
+    from innersight.metrics._pixel_curves import MaskedCopies, pixel_ranks
+
+    rng = np.random.default_rng(4)
+    n, shape = 3, (5, 7)
+    start = rng.standard_normal((n, *shape, *channels)).astype(np.float32)
+    end = rng.standard_normal((n, *shape, *channels)).astype(np.float32)
+    maps = rng.integers(0, 4, (n, *shape)).astype(np.float32)  # ties: ranked by position
+    ranks = pixel_ranks(maps)
+    counts = step_counts(35, 11)
+    copies = MaskedCopies(start, end, ranks, counts)
+    k = len(counts)
+    items = np.arange(n * k)
+    visits = [items[i : i + 4] for i in range(0, n * k, 4)]  # chunks of 4, in order
+    visits += [items[i : i + 7] for i in range(0, n * k, 7)][::-1]  # of 7, backwards
+    visits += [rng.permutation(items)[:5] for _ in range(20)]  # scattered
+    for chunk in visits:
+        image, step = np.divmod(chunk, k)
+        got = copies(image, step).copy()
+        mask = ranks[image] < counts[step][:, None, None]
+        want = np.where(mask.reshape(*mask.shape, *([1] * len(channels))), end[image], start[image])
+        np.testing.assert_array_equal(got, want)

@@ -60,16 +60,15 @@ def curves(
     progress: ProgressArg,
     desc: str,
 ) -> np.ndarray:
-    """(N, len(counts)) scores of every masked copy, image-major, as one batched stream."""
+    """(N, len(counts)) scores of every masked copy, image-major, as one batched stream
+    (``ranks``: each image's pixels ranked 0..P-1, :func:`pixel_ranks`; ``counts``
+    non-decreasing, :func:`step_counts`)."""
     n, k = len(start), len(counts)
-    mask_shape = (-1, *ranks.shape[1:], *([1] * (start.ndim - ranks.ndim)))
+    copies = MaskedCopies(start, end, ranks, counts)
 
     def chunk(first: int, stop: int) -> np.ndarray:
         image, step = np.divmod(np.arange(first, stop), k)
-        mask = (ranks[image] < counts[step].reshape((-1,) + (1,) * (ranks.ndim - 1))).reshape(
-            mask_shape
-        )
-        return scorer(np.where(mask, end[image], start[image]), targets[image])
+        return scorer(copies(image, step), targets[image])
 
     model = scorer.model
     scored = run_batched(
@@ -82,6 +81,56 @@ def curves(
         desc=desc,
     )
     return np.asarray(scored).reshape(n, k)
+
+
+class MaskedCopies:
+    """The masked copies of :func:`curves`, built in place: copy ``b`` of a chunk is ``start``
+    with the pixels ranked below ``counts[step]`` taken from ``end``.
+
+    One buffer per chunk size (the last two sizes kept). A slot that last held an earlier step
+    of the same image only gets the pixels ranked between the two steps' counts (the next
+    chunk's step of an image is ``B`` steps on: ``B * P / steps`` pixels, not a whole image);
+    other slots copy their image first. Before, every chunk built three full-size copies per
+    image and a mask (``np.where``), 10-20 % of a deletion's time. The buffers are private:
+    adapters never write to their inputs (the contract), so a slot holds what was last written.
+    """
+
+    def __init__(
+        self, start: np.ndarray, end: np.ndarray, ranks: np.ndarray, counts: np.ndarray
+    ) -> None:
+        n = len(start)
+        pixels = int(np.prod(ranks.shape[1:]))
+        self.start = start.reshape(n, pixels, -1)
+        self.end = end.reshape(n, pixels, -1)
+        self.order = np.empty((n, pixels), np.int64)  # order[i, r]: the pixel ranked r
+        np.put_along_axis(self.order, ranks.reshape(n, pixels), np.arange(pixels)[None], axis=1)
+        self.counts = [int(c) for c in counts]
+        self.shape = start.shape[1:]
+        self.dtype = np.result_type(start, end)
+        self._buffers: dict[int, tuple[np.ndarray, list[Any]]] = {}
+
+    def __call__(self, image: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """(B, ...): copy b is image ``image[b]`` at step ``step[b]``."""
+        buf, held = self._buffer(len(image))
+        for b, (img, st) in enumerate(zip(image.tolist(), step.tolist(), strict=True)):
+            count, before = self.counts[st], held[b]
+            first = 0
+            if before is not None and before[0] == img and self.counts[before[1]] <= count:
+                first = self.counts[before[1]]
+            else:
+                buf[b] = self.start[img]
+            changed = self.order[img, first:count]
+            buf[b, changed] = self.end[img, changed]
+            held[b] = (img, st)
+        return buf.reshape(len(image), *self.shape)
+
+    def _buffer(self, size: int) -> tuple[np.ndarray, list[Any]]:
+        if size not in self._buffers:
+            while len(self._buffers) >= 2:
+                self._buffers.pop(next(iter(self._buffers)))
+            shape = (size, *self.start.shape[1:])
+            self._buffers[size] = (np.empty(shape, self.dtype), [None] * size)
+        return self._buffers[size]
 
 
 def pixel_curve_evaluation(
