@@ -51,7 +51,7 @@ def deletion(nets: dict[str, object], floor: dict[str, tuple[float, int]]) -> li
             return evaluate("deletion", model, ex, steps=STEPS)
 
         forward, batches = cases.forward(backend, model), floor_batches(floor[backend][1])
-        BatchPlanner._cache.clear()
+        BatchPlanner.clear_cache()
         t0 = time.perf_counter()
         run()
         first = time.perf_counter() - t0
