@@ -71,9 +71,9 @@ class Pairs:
         x = self.inputs[owner]
         diff, m = self.model.deeplift_value_and_grad(x, base, self.targets.objective(owner))
         m = np.asarray(m, np.float32)
-        np.add.at(self.attributions, owner, ((x - base) * m).astype(np.float64))
-        np.add.at(self.multipliers, owner, m.astype(np.float64))
-        np.add.at(self.diff, owner, np.asarray(diff, np.float64))
+        _add_rows(self.attributions, owner, ((x - base) * m).astype(np.float64))
+        _add_rows(self.multipliers, owner, m.astype(np.float64))
+        _add_rows(self.diff, owner, np.asarray(diff, np.float64))
         return np.asarray(diff, np.float64)
 
     def run(self, batch_size: int | str, progress: ProgressArg, desc: str) -> None:
@@ -95,6 +95,13 @@ class Pairs:
         """The mean over each input's pairs: attributions, or multipliers (``multiply`` False)."""
         total = self.attributions if multiply else self.multipliers
         return (total / self.count).astype(np.float32)
+
+
+def _add_rows(total: np.ndarray, owner: np.ndarray, rows: np.ndarray) -> None:
+    """``total[owner[i]] += rows[i]`` for a sorted ``owner`` (a chunk's items are consecutive):
+    one sum per owner (``np.add.reduceat``), not ``np.add.at``'s element-by-element loop."""
+    owners, first = np.unique(owner, return_index=True)
+    total[owners] += rows if len(owners) == len(owner) else np.add.reduceat(rows, first, axis=0)
 
 
 def deeplift_meta(pairs: Pairs) -> dict[str, Any]:

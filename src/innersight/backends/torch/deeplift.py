@@ -34,6 +34,7 @@ call, ``last_deeplift_report`` holds ``{"rescaled": n, "max_pools": n, "not_over
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,10 +94,6 @@ def _halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def _twice(t: torch.Tensor) -> torch.Tensor:
-    return torch.cat([t, t])
-
-
 def _paired(t: torch.Tensor) -> torch.Tensor:
     """The doubled batch ``(2N, ...)`` as ``(2, N, ...)``: both halves meet a half-sized
     tensor by broadcasting, without the ``torch.cat`` copy of that tensor."""
@@ -110,10 +107,11 @@ def _near_zero(
     plain gradient where ``|delta_in| < eps``. That gradient (a second pass through the
     function) is computed only when some position needs it."""
     small = delta_in.abs() < ctx.eps
-    out = rescaled.reshape(u.shape)
     if not bool(small.any()):
-        return out
-    return torch.where(_twice(small), _plain_grad(ctx.fn, u, grad), out)
+        return rescaled.reshape(u.shape)
+    # the half-sized mask broadcasts over both halves; where's output is contiguous, so the
+    # reshape back to the doubled batch is a view
+    return torch.where(small, _paired(_plain_grad(ctx.fn, u, grad)), rescaled).reshape(u.shape)
 
 
 class _Clamp:
@@ -217,9 +215,15 @@ class _RescaleMaxPool(torch.autograd.Function):
 
 def _bound(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
     try:
-        return dict(inspect.signature(func).bind(*args, **kwargs).arguments)
+        return dict(_signature(func).bind(*args, **kwargs).arguments)
     except (TypeError, ValueError):  # a C builtin without a signature, or a call it rejects
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(func: Any) -> inspect.Signature:
+    """``inspect.signature``, once per function (it took ~20 us per pooling call)."""
+    return inspect.signature(func)
 
 
 def _elementwise(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
