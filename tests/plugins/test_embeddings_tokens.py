@@ -90,3 +90,22 @@ def test_token_ids_beyond_the_vocabulary_are_refused_and_the_advice_works(backen
         ins.explain("embeddings", model, bad)
     ex = ins.explain("embeddings", model, np.clip(bad, 0, VOCAB - 1))
     assert ex.values.shape == (len(ids), 2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_a_data_set_of_token_ids_is_refused_and_the_advice_works(backend, ids):
+    """Batches of ids from an iterator would reach the float input check; the error says to
+    pass them as one array, and that call gives the map of the whole set."""
+    import re
+
+    model = _Text().eval() if backend == "torch" else _keras_pair()[0]
+    y = ids[:, 0] % 3
+    batches = [(ids[:20], y[:20]), (ids[20:], y[20:])]
+    with pytest.raises(ins.InputError, match="token ids") as err:
+        ins.explain("embeddings", model, iter(batches))
+    assert re.search(r"np\.concatenate\(id_batches\)", str(err.value))
+    id_batches, label_batches = [b[0] for b in batches], [b[1] for b in batches]
+    ex = ins.explain(
+        "embeddings", model, np.concatenate(id_batches), labels=np.concatenate(label_batches)
+    )
+    assert ex.values.shape == (len(ids), 2) and ex.meta["labels"] == y.tolist()

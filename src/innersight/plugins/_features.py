@@ -206,6 +206,15 @@ def _split(model: ModelAdapter, item: Any, i: int) -> tuple[np.ndarray, np.ndarr
                 "yield x, (x, y) or (x, y, sample_weight)"
             )
         item, y = item[0], item[1]
+    kind = getattr(getattr(item, "dtype", None), "kind", "")
+    if kind in "iu" and kind and getattr(item, "ndim", 0) == 2:
+        raise InputError(
+            f"batch {i} of the data set holds token ids {tuple(item.shape)}; a data set of "
+            "token ids is not read batch by batch: pass the ids as one array, "
+            "innersight.explain('embeddings', model, np.concatenate(id_batches), "
+            "labels=np.concatenate(label_batches)) (if these are numeric features, not token "
+            "ids, yield them as floats: x.astype(np.float32))"
+        )
     try:
         x = check_input_array(item, expected=model.input_shape)
     except InputError as err:
