@@ -236,8 +236,10 @@ def _twice(t: Any) -> Any:
     return jnp.concatenate([t, t], axis=0)
 
 
-def _rescaled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``f`` with the rescale multiplier as its backward."""
+def _with_rule(
+    f: Callable[[Any], Any], rule: Callable[[Callable[[Any], Any], Any, Any, Any], Any]
+) -> Callable[[Any], Any]:
+    """``f`` whose backward is ``rule(f, u, y, grad)`` (``u`` its input, ``y`` its output)."""
 
     @jax.custom_vjp
     def g(u: Any) -> Any:
@@ -249,43 +251,44 @@ def _rescaled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def bwd(res: Any, grad: Any) -> tuple[Any]:
         u, y = res
-        (ua, ub), (ya, yb) = _halves(u), _halves(y)
-        delta_in, delta_out = _twice(ua - ub), _twice(ya - yb)
-        (plain,) = jax.vjp(f, u)[1](grad)
-        safe = jnp.where(jnp.abs(delta_in) < DEEPLIFT_EPS, 1.0, delta_in)
-        return (jnp.where(jnp.abs(delta_in) < DEEPLIFT_EPS, plain, grad * delta_out / safe),)
+        return (rule(f, u, y, grad),)
 
     g.defvjp(fwd, bwd)
     return g
+
+
+def _rescale_rule(f: Callable[[Any], Any], u: Any, y: Any, grad: Any) -> Any:
+    """The rescale multiplier (the plain gradient where the input's delta is below eps)."""
+    (ua, ub), (ya, yb) = _halves(u), _halves(y)
+    delta_in, delta_out = _twice(ua - ub), _twice(ya - yb)
+    (plain,) = jax.vjp(f, u)[1](grad)
+    small = jnp.abs(delta_in) < DEEPLIFT_EPS
+    return jnp.where(small, plain, grad * delta_out / jnp.where(small, 1.0, delta_in))
+
+
+def _max_pool_rule(f: Callable[[Any], Any], u: Any, y: Any, grad: Any) -> Any:
+    """Captum's max-pool rule (``f``'s own VJP scatters a cotangent to each window's argmax,
+    sample by sample)."""
+    scatter = jax.vjp(f, u)[1]
+    ya, yb = _halves(y)
+    top = jnp.maximum(ya, yb)
+    (spread,) = scatter(grad * jnp.concatenate([top - yb, ya - top], axis=0))
+    sa, sb = _halves(spread)
+    ua, ub = _halves(u)
+    delta_in = _twice(ua - ub)
+    (plain,) = scatter(grad)
+    small = jnp.abs(delta_in) < DEEPLIFT_EPS
+    return jnp.where(small, plain, _twice(sa + sb) / jnp.where(small, 1.0, delta_in))
+
+
+def _rescaled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``f`` with the rescale multiplier as its backward."""
+    return _with_rule(f, _rescale_rule)
 
 
 def _max_pooled(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A max pooling ``f`` with Captum's rule as its backward (its own VJP scatters a
-    cotangent to each window's argmax, sample by sample)."""
-
-    @jax.custom_vjp
-    def g(u: Any) -> Any:
-        return f(u)
-
-    def fwd(u: Any) -> tuple[Any, Any]:
-        y = f(u)
-        return y, (u, y)
-
-    def bwd(res: Any, grad: Any) -> tuple[Any]:
-        u, y = res
-        scatter = jax.vjp(f, u)[1]
-        ya, yb = _halves(y)
-        top = jnp.maximum(ya, yb)
-        (spread,) = scatter(grad * jnp.concatenate([top - yb, ya - top], axis=0))
-        sa, sb = _halves(spread)
-        ua, ub = _halves(u)
-        delta_in = _twice(ua - ub)
-        (plain,) = scatter(grad)
-        small = jnp.abs(delta_in) < DEEPLIFT_EPS
-        return (jnp.where(small, plain, _twice(sa + sb) / jnp.where(small, 1.0, delta_in)),)
-
-    g.defvjp(fwd, bwd)
-    return g
+    """A max pooling ``f`` with Captum's rule as its backward."""
+    return _with_rule(f, _max_pool_rule)
 
 
 def _unit(eqn: Any) -> bool:
