@@ -270,6 +270,18 @@ def test_alpha_beta_must_differ_by_one_and_the_advice_works(net, x):
     assert np.isfinite(e.values).all()
 
 
+@pytest.mark.parametrize("rule", ["Gamma", "AlphaBeta", "ZPlus", "ZBox", "Flat", "WSquare"])
+def test_every_stabilizer_is_checked_alike_and_the_advice_works(rule):
+    """A negative stabilizer would let a denominator cross zero; every rule that has one
+    refuses it with the same message, and the advised value builds the rule."""
+    from innersight.core import lrp as lrp_rules
+
+    cls = getattr(lrp_rules, rule)
+    with pytest.raises(InputError, match=r"stabilizer must be a finite number >= 0.*'1e-6'"):
+        cls(stabilizer=-1e-6)
+    assert cls(stabilizer=1e-6).stabilizer == 1e-6
+
+
 def test_unknown_composite_lists_the_names(net, x):
     with pytest.raises(InputError, match=r"epsilon_plus_flat"):
         LRP().run(TorchAdapter(net), x, composite="epsilon_flat")

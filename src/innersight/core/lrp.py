@@ -135,6 +135,9 @@ class ZPlus:
     stabilizer: float = 1e-6
     zero_bias: bool = False
 
+    def __post_init__(self) -> None:
+        validate.number("stabilizer", self.stabilizer, low=0.0, example="1e-6")
+
 
 @dataclass(frozen=True)
 class ZBox:
@@ -146,6 +149,7 @@ class ZBox:
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
+        validate.number("stabilizer", self.stabilizer, low=0.0, example="1e-6")
         low, high = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
         if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))) or np.any(low > high):
             raise InputError(
@@ -160,6 +164,9 @@ class Flat:
 
     stabilizer: float = 1e-6
 
+    def __post_init__(self) -> None:
+        validate.number("stabilizer", self.stabilizer, low=0.0, example="1e-6")
+
 
 @dataclass(frozen=True)
 class WSquare:
@@ -167,6 +174,9 @@ class WSquare:
 
     stabilizer: float = 1e-6
     zero_bias: bool = False
+
+    def __post_init__(self) -> None:
+        validate.number("stabilizer", self.stabilizer, low=0.0, example="1e-6")
 
 
 @dataclass(frozen=True)
