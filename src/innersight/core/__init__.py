@@ -27,7 +27,7 @@ from innersight.core.adapter import (
     require_capabilities,
     shaped_layers,
 )
-from innersight.core.baselines import gaussian_blur, resolve_baseline
+from innersight.core.baselines import BaselineArg, gaussian_blur, resolve_baseline
 from innersight.core.batching import BatchPlanner, Progress, ProgressArg, bytes_per_sample
 from innersight.core.deeplift import DeepLiftAdapter
 from innersight.core.errors import (
@@ -74,6 +74,7 @@ __all__ = [
     "PROFILES",
     "BackendNotFoundError",
     "BaseAdapter",
+    "BaselineArg",
     "BatchPlanner",
     "Capability",
     "CapabilityError",

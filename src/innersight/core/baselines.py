@@ -21,7 +21,11 @@ import numpy as np
 
 from innersight.core.errors import InputError
 
-__all__ = ["BASELINE_NAMES", "gaussian_blur", "resolve_baseline"]
+__all__ = ["BASELINE_NAMES", "BaselineArg", "gaussian_blur", "resolve_baseline"]
+
+#: What a ``baseline=`` parameter takes: a number, a name in :data:`BASELINE_NAMES`, or an
+#: array shaped like one input or like the batch (see :func:`resolve_baseline`).
+BaselineArg = float | str | np.ndarray
 
 #: The named baselines ("black" is an alias of "zeros").
 BASELINE_NAMES = ("zeros", "black", "mean", "blur")

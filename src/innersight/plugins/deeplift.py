@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from innersight.core import (
+    BaselineArg,
     Explanation,
     ModelAdapter,
     PresetContext,
@@ -42,7 +43,6 @@ from innersight.core import (
 from innersight.core.targets import TargetArg
 from innersight.plugins._deeplift import explain_pairs
 
-BaselineArg = float | str | np.ndarray
 INPUT_KINDS = frozenset({"image", "sequence", "tabular", "several"})
 
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from innersight.core import (
+    BaselineArg,
     Explanation,
     ModelAdapter,
     PresetContext,
@@ -42,8 +43,6 @@ from innersight.core import (
 from innersight.core.targets import TargetArg
 from innersight.plugins._deeplift import explain_pairs
 from innersight.plugins.gradient_shap import baseline_distribution
-
-BaselineArg = float | str | np.ndarray
 
 
 class DeepLiftShap(Technique):

@@ -36,6 +36,7 @@ import numpy as np
 
 from innersight.core import (
     LOGITS,
+    BaselineArg,
     BatchPlanner,
     Explanation,
     InputError,
@@ -56,7 +57,6 @@ from innersight.core.targets import TargetArg, Targets
 from innersight.plugins._gradients import completeness, copy_generator
 from innersight.plugins._presets import only_set
 
-BaselineArg = float | str | np.ndarray
 REDUCTIONS = ("sum", "mean", None)
 
 

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import (
+    BaselineArg,
     BatchPlanner,
     Explanation,
     InnersightWarning,
@@ -72,7 +73,6 @@ from innersight.core import (
 from innersight.core import reduce_channels as reduce_channels_of
 from innersight.core.targets import TargetArg, Targets
 
-BaselineArg = float | str | np.ndarray
 METHODS = (
     "adaptive",
     "riemann_trapezoid",

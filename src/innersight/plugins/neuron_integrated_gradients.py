@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from innersight.core import (
+    BaselineArg,
     Explanation,
     ModelAdapter,
     PresetContext,
@@ -45,7 +46,6 @@ from innersight.plugins._layer_attr import (
 from innersight.plugins._presets import only_set
 from innersight.plugins.neuron_gradient import neuron_of, neuron_param
 
-BaselineArg = float | str | np.ndarray
 PRESET_STEPS = {"report": 16, "quick": 8}
 
 
